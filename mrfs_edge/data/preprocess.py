@@ -1,0 +1,66 @@
+"""Preprocessing identical to the authors' evaluation, in numpy (shared by every backend).
+
+Visible RGB and infrared grey divided by 255 (no mean/std), NCHW float32; frames padded with
+zeros to a multiple of 32, half the padding before and half after (odd pixel after), and the
+outputs cropped back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STRIDE = 32
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Zero padding added around a frame; ``crop`` removes it from an output."""
+
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """Crop the last two axes of ``array`` (``…×H×W``) back to the unpadded frame."""
+        h, w = array.shape[-2], array.shape[-1]
+        return array[..., self.top:h - self.bottom, self.left:w - self.right]
+
+
+def padding_for(height: int, width: int, target: tuple[int, int] | None = None, multiple: int = STRIDE) -> Padding:
+    """Padding to ``target`` (H, W) or, without one, up to the next multiple of ``multiple``."""
+    if target is None:
+        target = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+    extra_h, extra_w = target[0] - height, target[1] - width
+    if extra_h < 0 or extra_w < 0:
+        raise ValueError(f"frame {width}x{height} is larger than the network input {target[1]}x{target[0]}")
+    return Padding(extra_h // 2, extra_h - extra_h // 2, extra_w // 2, extra_w - extra_w // 2)
+
+
+def pad_chw(array: np.ndarray, padding: Padding) -> np.ndarray:
+    """Zero-pad the last two axes."""
+    pads = [(0, 0)] * (array.ndim - 2) + [(padding.top, padding.bottom), (padding.left, padding.right)]
+    return np.pad(array, pads) if padding != Padding() else array
+
+
+def infrared_to_unit(infrared: np.ndarray) -> np.ndarray:
+    """Infrared grey to float32 in [0, 1]; 16-bit frames must be gain-controlled to 8 bits first."""
+    if infrared.dtype != np.uint8:
+        raise ValueError(f"infrared must be 8-bit here (got {infrared.dtype}); apply thermal gain control first")
+    return infrared.astype(np.float32) / 255.0
+
+
+def to_network_inputs(visible_rgb: np.ndarray, infrared: np.ndarray,
+                      target: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, Padding]:
+    """``(visible 1×3×H×W, infrared 1×1×H×W, padding)`` float32 in [0, 1], padded for the encoder."""
+    height, width = visible_rgb.shape[:2]
+    padding = padding_for(height, width, target)
+    visible = visible_rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    ir = infrared_to_unit(infrared)[None, None]
+    return pad_chw(visible, padding), pad_chw(ir, padding), padding
+
+
+def fused_to_uint8(fused: np.ndarray) -> np.ndarray:
+    """Fused ``3×H×W`` (0, 1) output to an RGB ``H×W×3`` uint8 image (rounded, not min-max)."""
+    return np.clip(np.rint(fused.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
