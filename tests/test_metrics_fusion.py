@@ -1,0 +1,212 @@
+"""Fusion-quality and agreement metrics: hand-computable cases, identities and one real MSRS pair."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, needs_shared
+from mrfs_edge.metrics import (AgreementScore, average_gradient, entropy, fused_psnr, fused_ssim,
+                               fusion_metrics, fusion_mi, fusion_psnr, fusion_ssim, fusion_vif,
+                               max_abs_diff, mutual_information, pixel_agreement, psnr, qabf, scd,
+                               spatial_frequency, ssim, standard_deviation, to_grey, vifp)
+
+MSRS = SHARED_DATA / "msrs_test_labelled"
+# Score of a perfectly preserved edge (G = 1, A = 1) under the Xydeas-Petrovic sigmoids.
+QABF_PERFECT = 0.9994 / (1 + math.exp(-15 * 0.5)) * 0.9879 / (1 + math.exp(-22 * 0.2))
+
+
+@pytest.fixture
+def textured() -> np.ndarray:
+    """A 48×48 grey image with edges in every direction and noise, on the 8-bit scale."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:48, 0:48]
+    image = 120 + 60 * np.sin(x / 3.0) * np.cos(y / 5.0) + rng.normal(0, 10, (48, 48))
+    return np.clip(np.rint(image), 0, 255)
+
+
+@pytest.fixture
+def other(textured: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(8)
+    return np.clip(np.rint(255 - textured + rng.normal(0, 25, textured.shape)), 0, 255)
+
+
+def _as_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[:, :, None], 3, axis=2).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- grey conversion
+
+def test_to_grey_uses_rounded_bt601_luma() -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 100, 100]]], dtype=np.uint8)
+    assert to_grey(rgb).tolist() == [[76.0, 150.0, 29.0, 100.0]]   # 76.245, 149.685, 29.07, 100
+    grey = np.array([[1.25, 2.5]])
+    assert to_grey(grey).tolist() == grey.tolist()
+    with pytest.raises(ValueError):
+        to_grey(np.zeros((2, 2, 4)))
+
+
+# --------------------------------------------------------------------------- one-image metrics
+
+def test_entropy_hand_cases() -> None:
+    assert entropy(np.full((8, 8), 37.0)) == 0.0
+    assert entropy(np.array([[0.0, 255.0], [255.0, 0.0]])) == pytest.approx(1.0)
+    assert entropy(np.arange(256.0).reshape(16, 16)) == pytest.approx(8.0)
+
+
+def test_standard_deviation_hand_cases() -> None:
+    assert standard_deviation(np.full((5, 5), 9.0)) == 0.0
+    assert standard_deviation(np.array([[0.0, 2.0], [2.0, 0.0]])) == pytest.approx(1.0)
+
+
+def test_spatial_frequency_and_average_gradient_hand_cases() -> None:
+    assert spatial_frequency(np.full((6, 6), 80.0)) == 0.0
+    assert average_gradient(np.full((6, 6), 80.0)) == 0.0
+    stripes = np.tile([0.0, 10.0], (6, 3))                 # every horizontal step is ±10
+    assert spatial_frequency(stripes) == pytest.approx(10.0)
+    assert spatial_frequency(stripes.T) == pytest.approx(10.0)
+    ramp = np.tile(3.0 * np.arange(7), (5, 1))             # dx = 3, dy = 0
+    assert average_gradient(ramp) == pytest.approx(3 / math.sqrt(2))
+    assert average_gradient(ramp.T) == pytest.approx(3 / math.sqrt(2))
+
+
+# --------------------------------------------------------------------------- two-image metrics
+
+def test_mutual_information_identities(textured: np.ndarray, other: np.ndarray) -> None:
+    assert mutual_information(textured, textured) == pytest.approx(entropy(textured))
+    assert mutual_information(textured, np.full_like(textured, 5.0)) == pytest.approx(0.0, abs=1e-12)
+    assert mutual_information(textured, other) == pytest.approx(mutual_information(other, textured))
+    assert fusion_mi(textured, textured, other) == pytest.approx(
+        entropy(textured) + mutual_information(other, textured))
+
+
+def test_psnr_identical_is_inf_and_known_mse() -> None:
+    a = np.arange(16.0).reshape(4, 4)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 5) == pytest.approx(10 * math.log10(255 ** 2 / 25))
+    assert psnr(a / 255, (a + 5) / 255, peak=1.0) == pytest.approx(psnr(a, a + 5))
+    f = a + 2                                               # MSE(A, F) = 4, MSE(B, F) = 36
+    assert fusion_psnr(f, a, f - 6) == pytest.approx(10 * math.log10(255 ** 2 / 20))
+    assert fusion_psnr(a, a, a) == float("inf")
+
+
+def test_ssim_identities(textured: np.ndarray, other: np.ndarray) -> None:
+    assert ssim(textured, textured) == pytest.approx(1.0)
+    assert fusion_ssim(textured, textured, textured) == pytest.approx(2.0)
+    value = ssim(textured, other)
+    assert -1.0 < value < 1.0
+    assert ssim(other, textured) == pytest.approx(value)
+    assert ssim(textured / 255, other / 255, data_range=1.0) == pytest.approx(value)
+
+
+def test_vif_identities(textured: np.ndarray, other: np.ndarray) -> None:
+    assert vifp(textured, textured) == pytest.approx(1.0, rel=1e-8)
+    assert fusion_vif(textured, textured, textured) == pytest.approx(2.0, rel=1e-8)
+    assert 0.0 <= vifp(textured, other) < 1.0
+    assert math.isnan(vifp(np.full((48, 48), 10.0), textured))     # flat reference: 0 / 0
+    with pytest.raises(ValueError):
+        vifp(textured[:40, :40], other[:40, :40])                     # scale 4 has no valid region
+
+
+def test_scd_sum_of_sources_and_symmetry(textured: np.ndarray, other: np.ndarray) -> None:
+    # F = A + B: F − B = A and F − A = B, each correlates perfectly with its source.
+    assert scd(textured + other, textured, other) == pytest.approx(2.0)
+    f = (textured + other) / 3
+    assert scd(f, textured, other) == pytest.approx(scd(f, other, textured))
+    assert math.isnan(scd(textured, textured, other))                # F − A is constant
+
+
+def test_qabf_perfect_preservation_of_one_source(textured: np.ndarray) -> None:
+    flat = np.zeros_like(textured)       # zero, so the zero-padded Sobel finds no edge in it
+    assert qabf(textured, textured, flat) == pytest.approx(QABF_PERFECT, rel=1e-12)
+    assert qabf(textured, textured, textured) == pytest.approx(QABF_PERFECT, rel=1e-12)
+    assert qabf(flat, textured, flat) < 0.01                          # every edge lost
+    assert math.isnan(qabf(textured, flat, flat))                     # no source edges: 0 / 0
+
+
+def test_fusion_metrics_names_and_rgb_input(textured: np.ndarray, other: np.ndarray) -> None:
+    fused = np.rint((textured + other) / 2)
+    metrics = fusion_metrics(_as_rgb(fused), _as_rgb(textured), other.astype(np.uint8))
+    assert list(metrics) == ["EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SCD", "SSIM", "PSNR"]
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert metrics == fusion_metrics(fused, textured, other)
+
+
+# --------------------------------------------------------------------------- agreement
+
+def test_pixel_agreement_and_max_abs_diff() -> None:
+    labels = np.arange(24).reshape(4, 6) % 9
+    half = labels.copy()
+    half[:2] = (half[:2] + 1) % 9
+    assert pixel_agreement(labels, labels) == 1.0
+    assert pixel_agreement(labels, half) == 0.5
+    logits = np.eye(9)[labels].transpose(2, 0, 1)                    # C×H×W whose argmax is labels
+    assert pixel_agreement(logits, labels) == 1.0
+    assert max_abs_diff(labels, half) == 8.0
+    assert max_abs_diff(logits, logits) == 0.0
+
+
+def test_fused_psnr_and_ssim_mix_uint8_and_float() -> None:
+    rng = np.random.default_rng(3)
+    fused_u8 = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    fused_float = fused_u8.transpose(2, 0, 1) / 255.0
+    assert fused_psnr(fused_u8, fused_float) == float("inf")
+    assert fused_ssim(fused_u8, fused_float) == pytest.approx(1.0)
+    assert fused_psnr(fused_float, fused_float + 0.01) == pytest.approx(40.0)
+    with pytest.raises(ValueError):
+        fused_psnr(fused_float.astype(np.float32).transpose(1, 2, 0), fused_float)
+
+
+def test_agreement_score_of_reference_with_itself() -> None:
+    rng = np.random.default_rng(4)
+    score = AgreementScore()
+    for _ in range(2):
+        logits = rng.normal(size=(9, 16, 16)).astype(np.float32)
+        fused = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
+        score.update(logits, logits.copy(), fused, fused.copy())
+    assert score.as_dict() == {"pairs": 2, "pixel_agreement": 1.0, "fused_psnr": float("inf"),
+                               "fused_ssim": pytest.approx(1.0), "max_abs_logits": 0.0,
+                               "max_abs_fused": 0.0}
+
+
+def test_agreement_score_accumulates_over_the_set() -> None:
+    labels = np.zeros((16, 16), dtype=np.int64)
+    changed = labels.copy()
+    changed[:4] = 1                                                  # a quarter of one map
+    fused = np.full((3, 16, 16), 0.5)
+    score = AgreementScore()
+    score.update(labels, labels, fused, fused)
+    score.update(labels, changed, fused, fused + 0.1)
+    assert score.pixel_agreement == pytest.approx(7 / 8)
+    assert score.fused_psnr == pytest.approx(10 * math.log10(1 / 0.005))   # MSE (0 + 0.01) / 2
+    assert score.max_abs_fused == pytest.approx(0.1)
+    assert score.max_abs_logits is None                              # labels only, no logits
+    assert math.isnan(AgreementScore().pixel_agreement)
+
+
+# --------------------------------------------------------------------------- a real MSRS pair
+
+@needs_shared(MSRS)
+def test_all_ten_on_a_real_msrs_pair() -> None:
+    cv2 = pytest.importorskip("cv2")
+    name = (MSRS / "list.txt").read_text().split()[0]
+    visible = cv2.cvtColor(cv2.imread(str(MSRS / "vi" / f"{name}.png")), cv2.COLOR_BGR2RGB)
+    infrared = cv2.imread(str(MSRS / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+    vis_grey = to_grey(visible)
+
+    metrics = fusion_metrics(vis_grey, visible, infrared)
+    assert 0 < metrics["EN"] <= 8
+    assert 0 < metrics["SD"] <= 128
+    assert metrics["SF"] > 0 and metrics["AG"] > 0
+    # F = A: MI(A, F) = EN(F), so MI = EN + MI(B, F).
+    assert metrics["MI"] == pytest.approx(metrics["EN"] + mutual_information(infrared, vis_grey))
+    assert 1 < metrics["VIF"] < 2                                   # VIFp(A, A) = 1 plus VIFp(B, A)
+    assert 0 < metrics["Qabf"] <= QABF_PERFECT
+    assert 1 < metrics["SSIM"] <= 2                                 # SSIM(A, A) = 1 plus SSIM(B, A)
+    assert 0 < metrics["PSNR"] < 60
+    assert math.isnan(metrics["SCD"])                               # F − A = 0 has no variance
+
+    blend = fusion_metrics((vis_grey + infrared) / 2, visible, infrared)
+    assert all(math.isfinite(v) for v in blend.values())
+    assert -2 <= blend["SCD"] <= 2 and 0 < blend["SSIM"] <= 2 and 0 < blend["Qabf"] < 1
