@@ -12,8 +12,12 @@ from .variants import FUSION_HEAD_WIDTH
 
 
 def resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize with ``align_corners=False``, the only resize MRFS uses."""
-    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+    """Bilinear resize with ``align_corners=False``, the only resize MRFS uses.
+
+    ``size`` is passed through untouched (no ``int()``) so that, under tracing, it stays tied
+    to the input's shape and dynamic-resolution exports keep run-time output sizes.
+    """
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class TokenLinear(nn.Module):

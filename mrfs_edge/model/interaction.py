@@ -73,7 +73,7 @@ class ResidualSelfAttention(ReducedKeyValueAttention):
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.dim, self.num_heads = dim, num_heads
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv = nn.Linear(dim, dim * 2, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -81,7 +81,7 @@ class ResidualSelfAttention(ReducedKeyValueAttention):
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         kv = self.kv(self.reduce(x, height, width))
-        return self.proj(multi_head_attention(self.q(x), kv, self.num_heads) + x)
+        return self.proj(multi_head_attention(self.q(x), kv, self.num_heads, self.dim) + x)
 
 
 class ResidualCrossAttention(ReducedKeyValueAttention):
@@ -89,7 +89,7 @@ class ResidualCrossAttention(ReducedKeyValueAttention):
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.dim, self.num_heads = dim, num_heads
         self.q1 = nn.Linear(dim, dim, bias=False)
         self.kv2 = nn.Linear(dim, dim * 2, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -97,7 +97,7 @@ class ResidualCrossAttention(ReducedKeyValueAttention):
 
     def forward(self, first: Tensor, second: Tensor, height: int, width: int) -> Tensor:
         kv = self.kv2(self.reduce(second, height, width))
-        return self.proj(multi_head_attention(self.q1(first), kv, self.num_heads) + first)
+        return self.proj(multi_head_attention(self.q1(first), kv, self.num_heads, self.dim) + first)
 
 
 class PCAttention(nn.Module):

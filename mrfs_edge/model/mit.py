@@ -74,20 +74,22 @@ class ReducedKeyValueAttention(nn.Module):
         return self.norm(map_to_tokens(self.sr(tokens_to_map(tokens, height, width))))
 
 
-def multi_head_attention(q: Tensor, kv: Tensor, num_heads: int) -> Tensor:
+def multi_head_attention(q: Tensor, kv: Tensor, num_heads: int, dim: int) -> Tensor:
     """softmax(q·kᵀ·d^-½)·v with the authors' head layout.
 
     ``q`` is ``N×L×C``; ``kv`` is ``N×S×2C`` laid out as ``(2, heads, C/heads)`` so the first C
-    channels are keys and the last C values.
+    channels are keys and the last C values. ``dim`` (= C) is passed as a Python int so the
+    exported graph has constant head sizes and scale: only batch and token counts stay dynamic,
+    which keeps the attention reshapes valid under dynamic shapes.
     """
-    n, length, channels = q.shape
-    head_dim = channels // num_heads
-    q = q.reshape(n, length, num_heads, head_dim).permute(0, 2, 1, 3)
+    n = q.shape[0]
+    head_dim = dim // num_heads
+    q = q.reshape(n, -1, num_heads, head_dim).permute(0, 2, 1, 3)
     kv = kv.reshape(n, -1, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     k, v = kv[0], kv[1]
-    attn = (q @ k.transpose(-2, -1)) * head_dim ** -0.5
+    attn = (q @ k.transpose(-2, -1)) * (head_dim ** -0.5)
     attn = attn.softmax(dim=-1)
-    return (attn @ v).transpose(1, 2).reshape(n, length, channels)
+    return (attn @ v).transpose(1, 2).reshape(n, -1, dim)
 
 
 class EfficientSelfAttention(ReducedKeyValueAttention):
@@ -95,7 +97,7 @@ class EfficientSelfAttention(ReducedKeyValueAttention):
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.dim, self.num_heads = dim, num_heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
@@ -103,7 +105,7 @@ class EfficientSelfAttention(ReducedKeyValueAttention):
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         kv = self.kv(self.reduce(x, height, width))
-        return self.proj(multi_head_attention(self.q(x), kv, self.num_heads))
+        return self.proj(multi_head_attention(self.q(x), kv, self.num_heads, self.dim))
 
 
 class DepthwiseConv(nn.Module):

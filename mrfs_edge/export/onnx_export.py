@@ -1,0 +1,136 @@
+"""Checkpoint → ONNX under the deployment contract, simplified, checked and self-describing.
+
+Every export is proven before it is kept: ``onnx.checker`` (full check), an ONNX Runtime vs
+PyTorch parity check on real pairs, and a TensorRT-parser compatibility report stored beside
+the file. A failing export leaves nothing at the output path.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from .. import __version__
+from ..contract import ModelContract
+from ..errors import ExportError
+from ..model.checkpoint import load_checkpoint
+from ..model.network import MRFS
+from ..utils.files import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+from .options import ExportOptions
+from .parity import ParityResult, check_parity
+from .precision import fp16_sensitive_nodes
+from .trt_support import CompatReport, compatibility_report
+from .wrapper import DeployWrapper, decompose_layernorm
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    contract: ModelContract
+    parity: list[ParityResult]
+    report: CompatReport
+    export_seconds: float
+    size_bytes: int
+
+
+def build_contract(model: MRFS, options: ExportOptions, checkpoint_sha256: str) -> ModelContract:
+    cfg = model.config
+    return ModelContract(
+        backbone=cfg.backbone, num_classes=cfg.num_classes, decoder_embed_dim=cfg.decoder_embed_dim,
+        height=options.height, width=options.width, batch=options.batch, uint8_io=options.uint8_io,
+        seg_output=options.seg_output, ir_channels=options.ir_channels, dynamic=options.profile(),
+        checkpoint_sha256=checkpoint_sha256, toolkit_version=__version__, opset=options.opset,
+        trt_compat=options.trt_compat)
+
+
+def _dummy_inputs(contract: ModelContract) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = contract.input_shapes()
+    if contract.uint8_io:
+        return (torch.randint(0, 256, shapes["visible"], dtype=torch.uint8),
+                torch.randint(0, 256, shapes["infrared"], dtype=torch.uint8))
+    return torch.rand(shapes["visible"]), torch.rand(shapes["infrared"])
+
+
+def _dynamic_axes(contract: ModelContract) -> dict[str, dict[int, str]] | None:
+    if not contract.dynamic:
+        return None
+    h_axis, w_axis = (1, 2) if contract.uint8_io else (2, 3)
+    in_axes: dict[int, str] = {}
+    if "batch" in contract.dynamic:
+        in_axes[0] = "batch"
+    if "height" in contract.dynamic:
+        in_axes.update({h_axis: "height", w_axis: "width"})
+    seg_axes = {0: "batch"} if "batch" in contract.dynamic else {}
+    if "height" in contract.dynamic:
+        seg_axes.update({1: "height", 2: "width"} if contract.seg_output == "labels" else {2: "height", 3: "width"})
+    fused_axes = {k: v for k, v in in_axes.items()}
+    return {"visible": in_axes, "infrared": in_axes, contract.seg_name: seg_axes, "fused": fused_axes}
+
+
+def trace_to_onnx(model: MRFS, contract: ModelContract, options: ExportOptions, path: Path) -> onnx.ModelProto:
+    """Trace the wrapped network (TorchScript exporter: stable op set across torch releases)."""
+    network = decompose_layernorm(copy.deepcopy(model)) if options.decompose_layernorm else model
+    wrapper = DeployWrapper(network, contract.seg_output, contract.uint8_io, contract.ir_channels).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on static shape arithmetic are expected
+        torch.onnx.export(wrapper, _dummy_inputs(contract), str(path), input_names=list(contract.input_names),
+                          output_names=list(contract.output_names), opset_version=options.opset,
+                          dynamic_axes=_dynamic_axes(contract), do_constant_folding=True, dynamo=False)
+    return onnx.load(str(path))
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and shape simplification with onnxslim (a maintained simplifier)."""
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
+                options: ExportOptions | None = None, parity_data: str | os.PathLike[str] | None = None,
+                parity_split: str | os.PathLike[str] | None = None, log=print) -> ExportResult:
+    """Export ``checkpoint`` to ``output`` and prove it; raises :class:`ExportError` on failure."""
+    options = options or ExportOptions()
+    output = Path(output)
+    started = time.perf_counter()
+    model = load_checkpoint(checkpoint)
+    contract = build_contract(model, options, sha256_file(checkpoint))
+    with atomic_path(output) as tmp:
+        log(f"tracing {contract.backbone} ({contract.num_classes} classes) at "
+            f"{options.batch}x{options.height}x{options.width}, opset {options.opset}")
+        graph = trace_to_onnx(model, contract, options, tmp)  # an onnx.ModelProto
+        if options.simplify:
+            graph = simplify(graph)
+        if options.decompose_layernorm and any(n.op_type == "LayerNormalization" for n in graph.graph.node):
+            raise ExportError(f"{output}: LayerNormalization left in a --trt-compat 8.5 graph")
+        contract.fp32_nodes = fp16_sensitive_nodes(graph)
+        graph.producer_name, graph.producer_version = "mrfs-edge", __version__
+        onnx.helper.set_model_props(graph, contract.metadata())
+        onnx.save(graph, str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{output}: onnx.checker rejected the graph: {str(exc).splitlines()[0]}") from exc
+        export_seconds = time.perf_counter() - started
+        parity = check_parity(model, tmp, contract, options, parity_data, parity_split)
+        for result in parity:
+            log(result.summary())
+        failed = [r for r in parity if not r.passed]
+        if failed:
+            raise ExportError(f"{output}: parity check failed ({failed[0].summary()}); file not written")
+        report = compatibility_report(graph)
+        size = tmp.stat().st_size
+    write_bytes_atomic(output.with_suffix(".trt_compat.txt"), (report.text() + "\n").encode())
+    write_json_atomic(output.with_suffix(".trt_compat.json"), report.as_dict())
+    log(f"wrote {output} ({size / 1e6:.1f} MB) in {export_seconds:.1f} s; "
+        f"compatibility report {output.with_suffix('.trt_compat.txt')}")
+    return ExportResult(output, contract, parity, report, export_seconds, size)
+
+
+__all__ = ["ExportResult", "export_onnx", "build_contract", "trace_to_onnx"]
