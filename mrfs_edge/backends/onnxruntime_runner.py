@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class OnnxRuntimeRunner(Runner):
         available = set(ort.get_available_providers())
         wanted = [PROVIDER_ALIASES.get(p, p) for p in providers]
         self.providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-        self._session = None
+        self._session: Any = None  # onnxruntime.InferenceSession once activated
         super().__init__(contract or read_onnx_contract(self.path), f"onnxruntime:{self.path.name}")
         self.device = "gpu" if self.providers[0] != "CPUExecutionProvider" else "cpu"
 

@@ -1,0 +1,248 @@
+"""ONNX → TensorRT engine, with its sidecar, on the machine that will run it.
+
+Engines only run on the TensorRT release and GPU architecture that built them, so building is a
+deployment step on the Jetson itself. :func:`build_engine` parses the exported ONNX, applies the
+precision, FP32 pins, profiles, DLA and timing cache through :mod:`.trt_compat` (which absorbs
+the 8.5 / 8.6 / 10.x / 11 differences), then writes the engine and its ``.json`` sidecar
+atomically. The ``trt`` module is a parameter so tests can hand in a recording test double.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__ as TOOLKIT_VERSION
+from ..backends.cuda_memory import CudaError, gpu_properties
+from ..contract import ModelContract
+from ..errors import ExportError
+from ..utils.files import sha256_file, write_bytes_atomic
+from . import trt_compat as compat
+from .pins import select_fp32_layers
+from .sidecar import EngineSidecar, Machine, sm, write_sidecar
+
+if TYPE_CHECKING:
+    import tensorrt
+
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+QUANT_MODES = ("explicit", "implicit")
+
+
+@dataclass
+class EngineBuildConfig:
+    """How to build: precision, quantisation route, memory, DLA, cache and FP32 pins.
+
+    ``precision``: fp32; fp16; int8 (INT8 layers, FP32 elsewhere); best (INT8 + FP16).
+    ``quant`` matters for int8/best: "explicit" = the ONNX already holds Q/DQ nodes (the only
+    route on strongly typed builds and TensorRT 11); "implicit" = TensorRT calibrates with
+    ``calibrator`` (see :func:`mrfs_edge.calibration.trt_calibrator.make_calibrator`).
+    ``fp32_nodes``: ONNX node names kept in FP32 (None: the contract's ``fp32_nodes``);
+    ``pin_patterns`` also keeps overflow-prone layer types in FP32 (see :mod:`.pins`).
+    ``strongly_typed``: precision comes from the graph's types, no flags or pins (forced on
+    TensorRT releases without builder precision flags).
+    ``calibrator``: any TensorRT INT8 calibrator; one from ``make_calibrator`` also reports a bad
+    batch (``error``) and its data set (``info()``) to the sidecar. Its owner closes it after.
+    """
+
+    precision: str = "fp16"
+    quant: str = "explicit"
+    workspace_mib: int = 1024
+    dla_core: int | None = None
+    timing_cache: str | os.PathLike[str] | None = None
+    fp32_nodes: Sequence[str] | None = None
+    pin_patterns: bool = True
+    strongly_typed: bool = False
+    calibrator: Any = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.quant not in QUANT_MODES:
+            raise ExportError(f"quant must be one of {QUANT_MODES}, not {self.quant!r}")
+        if self.dla_core is not None and self.precision == "fp32":
+            raise ExportError("DLA runs FP16 or INT8 only: build with precision fp16, int8 or best")
+
+    @property
+    def int8(self) -> bool:
+        return self.precision in ("int8", "best")
+
+    @property
+    def implicit_int8(self) -> bool:
+        return self.int8 and self.quant == "implicit"
+
+
+def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str],
+                 config: EngineBuildConfig, trt: Any = None, machine: Machine | None = None,
+                 contract: ModelContract | None = None) -> EngineSidecar:
+    """Build ``engine_path`` from ``onnx_path``; returns the sidecar written beside it.
+
+    ``trt``: the tensorrt module, a :class:`~.trt_compat.TrtApi`, or None to import it.
+    ``machine``: this machine (default :func:`machine_info`); ``contract``: default read from the ONNX.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    api = compat.as_api(trt)
+    if contract is None:
+        from ..backends.onnxruntime_runner import read_onnx_contract
+
+        contract = read_onnx_contract(onnx_path)
+    machine = machine or machine_info(api)
+    strongly_typed = config.strongly_typed or not api.has_precision_flags
+    if config.implicit_int8 and (strongly_typed or config.calibrator is None):
+        raise ExportError(f"{onnx_path.name}: implicit INT8 needs a calibrator and a weakly typed build"
+                          + ("" if api.has_precision_flags else f" (TensorRT {api.version_text} has neither)"))
+
+    builder = api.create_builder()
+    network = api.create_network(builder, strongly_typed)
+    parser = api.create_parser(network)   # owns the weights: must stay alive until the build ends
+    if not parser.parse_from_file(str(onnx_path)):
+        raise ExportError(_parse_failure(api, onnx_path, parser, contract))
+    _check_io(network, contract, onnx_path)
+    if config.int8 and config.quant == "explicit" and not _has_qdq(api, network):
+        raise ExportError(f"{onnx_path.name}: quant='explicit' but the graph has no Q/DQ nodes; "
+                          "quantise the ONNX first or use quant='implicit' with a calibrator")
+
+    notes: list[str] = []
+    build_config = builder.create_builder_config()
+    pins = _apply_precision(api, network, build_config, config, contract, strongly_typed, notes)
+    ranges = _profile_ranges(network, contract)
+    _configure(api, builder, build_config, config, ranges)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, build_config)
+    build_time = time.perf_counter() - start
+    calibration_error = getattr(config.calibrator, "error", None)
+    if calibration_error:
+        raise ExportError(f"{onnx_path.name}: INT8 calibration failed: {calibration_error}")
+    if serialized is None:
+        raise ExportError(f"{onnx_path.name}: TensorRT {api.version_text} could not build an engine "
+                          "(its log above says why)")
+    data = bytes(serialized)
+    write_bytes_atomic(engine_path, data)
+    if config.timing_cache is not None:
+        compat.save_timing_cache(build_config, config.timing_cache)
+
+    static = {name: shape for name, shape in _input_shapes(network).items() if name not in ranges}
+    calibration = config.calibrator.info() if config.implicit_int8 and hasattr(config.calibrator, "info") else None
+    sidecar = EngineSidecar(
+        engine_file=engine_path.name, engine_sha256=hashlib.sha256(data).hexdigest(),
+        tensorrt_version=machine.tensorrt_version, gpu_name=machine.gpu_name,
+        compute_capability=machine.compute_capability, precision=config.precision,
+        strongly_typed=strongly_typed, quant=config.quant if config.int8 else None,
+        dla_core=config.dla_core, pins={"fp32": pins} if pins else {},
+        input_shapes={**static, **{name: list(opt) for name, (_, opt, _) in ranges.items()}},
+        profiles=[{name: [list(s) for s in r] for name, r in ranges.items()}] if ranges else [],
+        onnx_file=onnx_path.name, onnx_sha256=sha256_file(onnx_path),
+        build_time_s=round(build_time, 3), built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        toolkit_version=TOOLKIT_VERSION, contract=contract, checkpoint_sha256=contract.checkpoint_sha256,
+        calibration=calibration, notes=notes)
+    write_sidecar(engine_path, sidecar)
+    return sidecar
+
+
+def _configure(api: compat.TrtApi, builder: tensorrt.Builder, build_config: tensorrt.IBuilderConfig,
+               config: EngineBuildConfig, ranges: dict[str, compat.ShapeRange]) -> None:
+    """Workspace, profile, calibrator, DLA and timing cache (precision and pins are set apart)."""
+    api.set_workspace(build_config, config.workspace_mib)
+    if ranges:
+        build_config.add_optimization_profile(api.make_profile(builder, ranges))
+    if config.implicit_int8:
+        calibration_ranges = {name: (opt, opt, opt) for name, (_, opt, _) in ranges.items()}
+        api.set_calibrator(build_config, config.calibrator,
+                           api.make_profile(builder, calibration_ranges) if ranges else None)
+    if config.dla_core is not None:
+        api.set_dla(builder, build_config, config.dla_core)
+    if config.timing_cache is not None:
+        compat.load_timing_cache(build_config, config.timing_cache)
+
+
+def _parse_failure(api: compat.TrtApi, onnx_path: Path, parser: tensorrt.OnnxParser,
+                   contract: ModelContract) -> str:
+    lines = [f"{onnx_path.name}: TensorRT {api.version_text} ONNX parser: {line}"
+             for line in compat.parser_errors(parser)] or [f"{onnx_path.name}: TensorRT ONNX parser failed"]
+    if not api.has_normalization_layer and contract.trt_compat != "8.5":
+        lines.append(f"{onnx_path.name}: TensorRT {api.version_text} has no LayerNormalization; "
+                     "re-export the ONNX for it (--trt-compat 8.5)")
+    return "\n".join(lines)
+
+
+def _input_shapes(network: tensorrt.INetworkDefinition) -> dict[str, list[int]]:
+    return {network.get_input(i).name: list(compat.dims(network.get_input(i).shape)) for i in range(network.num_inputs)}
+
+
+def _check_io(network: tensorrt.INetworkDefinition, contract: ModelContract, onnx_path: Path) -> None:
+    """The graph's I/O must be the contract's: runners and calibration address tensors by name."""
+    inputs = sorted(_input_shapes(network))
+    outputs = sorted(network.get_output(i).name for i in range(network.num_outputs))
+    if inputs != sorted(contract.input_names) or outputs != sorted(contract.output_names):
+        raise ExportError(f"{onnx_path.name}: graph I/O {inputs} → {outputs} differs from its contract "
+                          f"{sorted(contract.input_names)} → {sorted(contract.output_names)}")
+
+
+def _has_qdq(api: compat.TrtApi, network: tensorrt.INetworkDefinition) -> bool:
+    return any(api.layer_kind(network.get_layer(i)) == "qdq" for i in range(network.num_layers))
+
+
+def _apply_precision(api: compat.TrtApi, network: tensorrt.INetworkDefinition,
+                     build_config: tensorrt.IBuilderConfig, config: EngineBuildConfig,
+                     contract: ModelContract, strongly_typed: bool, notes: list[str]) -> list[str]:
+    """Precision flags and FP32 pins (weakly typed builds); returns the pinned layer names."""
+    nodes = list(contract.fp32_nodes if config.fp32_nodes is None else config.fp32_nodes)
+    if strongly_typed:
+        if not config.strongly_typed:
+            notes.append(f"TensorRT {api.version_text} has no precision flags: built strongly typed, so the "
+                         "precision is the ONNX graph's own (FP16 casts, Q/DQ nodes)")
+        if nodes:
+            notes.append("strongly typed: FP32 nodes come from the ONNX graph's types, no layer pins applied")
+        return []
+    api.set_precision(build_config, config.precision)
+    if config.precision == "fp32":
+        return []
+    layers, unmatched = select_fp32_layers(api, network, nodes, config.pin_patterns)
+    if unmatched:
+        notes.append(f"{len(unmatched)} FP32 node(s) matched no TensorRT layer: {', '.join(unmatched[:5])}")
+    return api.pin_layers(build_config, layers)
+
+
+def _dim_range(contract: ModelContract, key: str, static: int) -> tuple[int, int, int]:
+    values = (contract.dynamic or {}).get(key)
+    return (int(values[0]), int(values[1]), int(values[2])) if values else (static, static, static)
+
+
+def _profile_ranges(network: tensorrt.INetworkDefinition, contract: ModelContract) -> dict[str, compat.ShapeRange]:
+    """``{input: (min, opt, max)}`` for inputs with run-time dimensions, from ``contract.dynamic``
+    (the contract's static size where it gives no range for a dimension)."""
+    dynamic = [name for name, shape in _input_shapes(network).items() if -1 in shape]
+    if not dynamic:
+        return {}
+    batch = _dim_range(contract, "batch", contract.batch)
+    height = _dim_range(contract, "height", contract.height)
+    width = _dim_range(contract, "width", contract.width)
+    low, opt, high = (contract.input_shapes(batch[i], height[i], width[i]) for i in range(3))
+    return {name: (low[name], opt[name], high[name]) for name in dynamic}
+
+
+def machine_info(trt: Any = None) -> Machine:
+    """This machine's TensorRT version, GPU name and compute capability (via cuda-python or pycuda)."""
+    api = compat.as_api(trt)
+    gpu_name, capability = gpu_properties()
+    return Machine(api.version_text, gpu_name, capability)
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """Whether engines can be built and run here, and a one-line reason or description."""
+    try:
+        api = compat.TrtApi()
+    except (ImportError, OSError) as exc:
+        return False, f"TensorRT not installed ({exc}); on Jetson it ships with JetPack (python3-libnvinfer)"
+    try:
+        gpu_name, capability = gpu_properties()
+    except CudaError as exc:
+        return False, str(exc)
+    except Exception as exc:  # driver-level failures surface as each library's own error type
+        return False, f"no CUDA GPU visible ({exc})"
+    return True, f"TensorRT {api.version_text} on {gpu_name} ({sm(capability)})"
