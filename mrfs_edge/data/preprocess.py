@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 STRIDE = 32
@@ -64,3 +65,41 @@ def to_network_inputs(visible_rgb: np.ndarray, infrared: np.ndarray,
 def fused_to_uint8(fused: np.ndarray) -> np.ndarray:
     """Fused ``3×H×W`` (0, 1) output to an RGB ``H×W×3`` uint8 image (rounded, not min-max)."""
     return np.clip(np.rint(fused.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    """How a camera frame was fitted to the model input, and how to map outputs back."""
+
+    padding: Padding
+    frame_size: tuple[int, int]   # (H, W) of the original frame
+    resized: bool
+
+    def restore(self, array: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """Crop the padding off ``…×H×W`` outputs and resize them back to the frame size."""
+        array = self.padding.crop(array)
+        if not self.resized:
+            return array
+        height, width = self.frame_size
+        flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+        if array.ndim == 2:
+            return cv2.resize(array, (width, height), interpolation=flags)
+        return np.stack([cv2.resize(channel, (width, height), interpolation=flags) for channel in array])
+
+
+def fit_to_input(visible_rgb: np.ndarray, infrared: np.ndarray, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray, FrameFit]:
+    """Frames of any size to the model's ``height×width``: the one place this policy lives.
+
+    Frames no larger than the input are zero-padded (centred), exactly as the authors evaluate;
+    larger frames are resized to the input size (bilinear). Returns the visible and infrared
+    network inputs (1×3×H×W, 1×1×H×W float32) and the :class:`FrameFit` to restore outputs.
+    """
+    frame_size = (int(visible_rgb.shape[0]), int(visible_rgb.shape[1]))
+    resized = frame_size[0] > height or frame_size[1] > width
+    if resized:
+        visible_rgb = cv2.resize(visible_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+        infrared = cv2.resize(infrared, (width, height), interpolation=cv2.INTER_LINEAR)
+    vis, ir, padding = to_network_inputs(visible_rgb, infrared, (height, width))
+    return vis, ir, FrameFit(padding, frame_size, resized)

@@ -1,0 +1,205 @@
+"""Command lines of the lean runtime: ``runtime/run.py`` and ``runtime/register.py`` (torch-free).
+
+Every failure is reported as ``error: <one line>`` on stderr with exit code 2; a user on a
+vehicle never reads a traceback for a missing camera or a bad file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from .. import assets
+from ..cli import run_cli
+from ..errors import MrfsEdgeError
+
+RUNS = Path("runs") / "runtime"
+JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible csi://0 "
+                  "--infrared 'v4l2:///dev/video1?format=Y16' --registration ir_to_vis.yaml --output drive.mp4")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """The toolkit's :func:`~mrfs_edge.cli.run_cli`, plus one line for unexpected errors too.
+
+    On a vehicle even an OpenCV or ONNX Runtime internal error must not end in a traceback.
+    """
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            return run_cli(main, argv)
+        except Exception as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is also ``error: <one line>`` (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+def run_parser() -> argparse.ArgumentParser:
+    from ..backends import BACKENDS
+
+    parser = OneLineParser(
+        prog="runtime/run.py",
+        description="Run an exported MRFS model (ONNX or TensorRT engine) on paired visible/infrared "
+                    "streams: fused image + segmentation overlay, torch-free.",
+        epilog=f"Jetson, CSI visible + USB Y16 thermal: {JETSON_EXAMPLE}")
+    parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
+    parser.add_argument("--backend", choices=BACKENDS, help="default: from the file suffix")
+    parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the engine as a CUDA graph")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0: its default)")
+    parser.add_argument("--visible", help="visible URI: folder, image, video, v4l2://, csi://, gst://, rtsp:// "
+                                          "(default: bundled samples)")
+    parser.add_argument("--infrared", help="infrared URI, as --visible; 16-bit (Y16) kept until gain control")
+    parser.add_argument("--output", action="append", default=[],
+                        help="display://0, a video file (.mp4/.avi/.mkv) or a folder; repeatable "
+                             f"(default: the display, else a folder under {RUNS}/)")
+    parser.add_argument("--no-display", action="store_true", help="never open a window")
+    parser.add_argument("--save-raw", action="store_true", help="folders: also write label/ and fused/ PNGs")
+    parser.add_argument("--registration", help="YAML/JSON infrared→visible transform (runtime/register.py)")
+    parser.add_argument("--thermal-low", type=float, default=1.0, help="16-bit AGC low percentile (default 1)")
+    parser.add_argument("--thermal-high", type=float, default=99.0, help="16-bit AGC high percentile (default 99)")
+    parser.add_argument("--thermal-smoothing", type=float, default=0.9,
+                        help="EMA weight of previous AGC limits, 0..1 (default 0.9)")
+    parser.add_argument("--tolerance-ms", type=float, default=20.0, help="live pairing tolerance (default 20 ms)")
+    parser.add_argument("--queue", type=int, default=2, help="frames buffered between stages (default 2)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frame pairs")
+    parser.add_argument("--retries", type=int, default=5, help="reconnect attempts for a live source (default 5)")
+    parser.add_argument("--log", help="JSON run log (default: <run folder>/runtime_log.json)")
+    return parser
+
+
+def _quiet_opencv() -> None:
+    """Keep OpenCV's own warnings (e.g. a failed camera open) from burying our one-line error."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+
+
+def _default_model() -> Path:
+    """The bundled demo model as ONNX (lead engineer's ``assets.default_onnx``; torch only on first use)."""
+    make = getattr(assets, "default_onnx", None)
+    if make is None:
+        raise MrfsEdgeError("no --model given and this checkout has no mrfs_edge.assets.default_onnx(); "
+                            "pass --model PATH.onnx")
+    try:
+        path = Path(make())
+    except MrfsEdgeError:
+        raise
+    except Exception as exc:
+        raise MrfsEdgeError(f"no --model given and the bundled demo model could not be prepared as ONNX "
+                            f"({_one_line(exc)}); pass --model PATH.onnx") from exc
+    assets.announce(f"no --model given: using the bundled demo model as ONNX ({path})")
+    return path
+
+
+def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
+    if args.visible and args.infrared:
+        return args.visible, args.infrared
+    if args.visible or args.infrared:
+        raise MrfsEdgeError(f"--{'infrared' if args.visible else 'visible'} is required with "
+                            f"--{'visible' if args.visible else 'infrared'}")
+    visible, infrared = assets.SAMPLES / "vi", assets.SAMPLES / "ir"
+    assets.announce(f"no --visible/--infrared given: using the bundled sample pairs ({visible}, {infrared})")
+    return str(visible), str(infrared)
+
+
+@guarded
+def run_main(argv: Sequence[str] | None = None) -> int:
+    # Imported here, not at the top, so register.py and --help never load ONNX Runtime.
+    from ..backends import ENGINE_SUFFIXES, open_runner
+    from ..data.sources import open_pair
+    from .pipeline import Pipeline, PipelineOptions
+    from .registration import load_registration
+    from .sinks import ImageFolderSink, display_available, open_sinks
+    from .thermal import ThermalAGC
+
+    args = run_parser().parse_args(argv)
+    _quiet_opencv()
+    visible, infrared = _default_sources(args)
+    thermal = ThermalAGC(args.thermal_low, args.thermal_high, args.thermal_smoothing)
+    registration = load_registration(args.registration) if args.registration else None
+    model = Path(args.model) if args.model else _default_model()
+    engine = args.backend == "tensorrt" or (args.backend is None and model.suffix.lower() in ENGINE_SUFFIXES)
+    if args.cuda_graph and not engine:
+        raise MrfsEdgeError("--cuda-graph needs a TensorRT engine (.engine/.plan)")
+    options = {"use_cuda_graph": args.cuda_graph} if engine else ({"threads": args.threads} if args.threads else {})
+    runner = open_runner(model, args.backend, **options)
+    source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries)
+    source.open()
+    run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
+    outputs = args.output or (["display://0"] if not args.no_display and display_available() else [])
+    sinks = open_sinks([o for o in outputs if not (args.no_display and o.startswith("display"))],
+                       fps=source.fps, save_raw=args.save_raw)
+    if not sinks:
+        sinks = [ImageFolderSink(run_dir, args.save_raw)]
+        assets.announce(f"no output to show or write: saving composites to {run_dir}/")
+    log_path = Path(args.log) if args.log else run_dir / "runtime_log.json"
+    pipeline = Pipeline(runner, source, sinks, thermal, registration,
+                        PipelineOptions(queue_size=args.queue, max_frames=args.max_frames, log_path=log_path),
+                        registration_path=args.registration)
+    with runner:
+        log = pipeline.run()
+    frames = log["frames"]
+    print(f"{frames['written']} frames in {log['wall_s']:.1f} s ({log['fps']:.1f} fps), "
+          f"{frames['dropped_before_model'] + frames['dropped_before_output']} dropped, "
+          f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path}", file=sys.stderr)
+    return 0
+
+
+# --- register --------------------------------------------------------------------------------
+
+def register_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="runtime/register.py",
+        description="Estimate the infrared→visible transform from point correspondences and write it "
+                    "for runtime/run.py --registration.",
+        epilog="example: runtime/register.py --visible-size 1280x720 --output ir_to_vis.yaml "
+               "--points 12,30:101,88 --points 150,28:860,80 --points 148,110:855,600 --points 10,112:95,610")
+    parser.add_argument("--points", action="append", default=[], metavar="X,Y:X,Y",
+                        help="one correspondence: infrared x,y : visible x,y (repeatable)")
+    parser.add_argument("--points-file", help="file with one X,Y:X,Y correspondence per line (# comments)")
+    parser.add_argument("--kind", choices=("homography", "affine"), default="homography")
+    parser.add_argument("--visible-size", required=True, metavar="WxH",
+                        help="visible frame size the points were picked on, e.g. 1280x720")
+    parser.add_argument("--ransac-px", type=float, default=3.0, help="outlier threshold in pixels (default 3)")
+    parser.add_argument("--output", required=True, help=".yaml/.yml (YAML) or any other suffix (JSON)")
+    return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise MrfsEdgeError(f"--visible-size {text!r}: expected WxH, e.g. 1280x720") from exc
+    return width, height
+
+
+@guarded
+def register_main(argv: Sequence[str] | None = None) -> int:
+    from .registration import estimate_registration, parse_correspondence, read_correspondences, save_registration
+
+    args = register_parser().parse_args(argv)
+    pairs = [parse_correspondence(p) for p in args.points]
+    if args.points_file:
+        pairs += read_correspondences(args.points_file)
+    registration = estimate_registration([p[0] for p in pairs], [p[1] for p in pairs], args.kind,
+                                         _size(args.visible_size), args.ransac_px)
+    path = save_registration(args.output, registration)
+    print(f"{args.kind} from {len(pairs)} point pairs, RMS error {registration.rms_error_px:.2f} px: {path}")
+    return 0

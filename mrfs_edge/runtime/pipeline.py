@@ -1,0 +1,386 @@
+"""The real-time loop: capture, inference and output in three threads joined by bounded queues.
+
+Cameras do not wait for a slow model, so with live sources each queue keeps only the newest
+frames and counts the ones it drops (latency stays bounded instead of growing without end);
+with files every frame is processed and the reader waits instead. Per-stage timings and FPS
+go to a status line and, at the end, to a JSON log. Ctrl-C or SIGTERM stops capture, lets the
+queued frames finish and always finalises outputs, so a video file is playable after a stop.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Runner
+from ..contract import ModelContract
+from ..data.preprocess import FrameFit, fit_to_input
+from ..data.sources import Frame, PairedSource, redact, report
+from ..errors import SourceError
+from ..utils.files import write_json_atomic
+from .registration import Registration
+from .sinks import Rendered, Sink
+from .thermal import ThermalAGC
+from .visualize import composite, fused_to_rgb
+
+STAGES = ("capture", "preprocess", "model", "postprocess", "output")
+
+
+# --- frames in and out of the model ----------------------------------------------------------
+
+def fit_to_model(visible: np.ndarray, infrared: np.ndarray,
+                 contract: ModelContract) -> tuple[dict[str, np.ndarray], FrameFit]:
+    """The model feed for one registered pair (RGB ``H×W×3`` and 8-bit grey ``H×W``).
+
+    Sizing is the toolkit's one policy, :func:`~mrfs_edge.data.preprocess.fit_to_input`
+    (pad smaller frames, resize larger ones), so at model size the feed is exactly
+    :func:`~mrfs_edge.data.preprocess.to_network_inputs`, the preprocessing used in evaluation.
+    """
+    vis, ir, fit = fit_to_input(visible, infrared, contract.height, contract.width)
+    if contract.uint8_io:     # the graph divides by 255 itself: the same pixels, as uint8 NHWC
+        vis, ir = (np.rint(x * 255.0).astype(np.uint8).transpose(0, 2, 3, 1) for x in (vis, ir))
+    batch = 1 if (contract.dynamic or {}).get("batch") else contract.batch
+    if batch > 1:             # a static-batch model: fill the batch with the frame, keep item 0
+        vis, ir = np.repeat(vis, batch, axis=0), np.repeat(ir, batch, axis=0)
+    return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}, fit
+
+
+def restore_outputs(outputs: dict[str, np.ndarray], contract: ModelContract,
+                    fit: FrameFit) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels H×W uint8, fused RGB H×W×3 uint8)`` at the frame's own size.
+
+    The argmax is taken before resizing back (nearest): resizing C logit planes costs more
+    CPU than a Jetson can spare per frame, and label-output models allow nothing else.
+    """
+    seg = outputs[contract.seg_name][0]
+    labels = fit.restore((seg.argmax(axis=0) if seg.ndim == 3 else seg).astype(np.uint8), nearest=True)
+    fused = outputs["fused"][0]
+    fused = fit.restore(fused.transpose(2, 0, 1) if contract.uint8_io else fused)
+    return np.ascontiguousarray(labels), np.ascontiguousarray(fused_to_rgb(fused))
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+class FrameQueue:
+    """Bounded hand-over between two threads: drop the oldest item (live) or wait (files)."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool, stopping: threading.Event) -> None:
+        self.items: deque[Any] = deque()
+        self.maxsize, self.drop_oldest, self.stopping = max(1, maxsize), drop_oldest, stopping
+        self.dropped = 0
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            while len(self.items) >= self.maxsize and not self.drop_oldest:
+                if self.stopping.is_set():
+                    return
+                self._cond.wait(timeout=0.1)
+            if len(self.items) >= self.maxsize:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append(item)
+            self._cond.notify_all()
+
+    def get(self) -> Any | None:
+        """The oldest item, or ``None`` once the producer closed the queue and it is empty."""
+        with self._cond:
+            while not self.items and not self.closed:
+                self._cond.wait(timeout=0.1)
+            item = self.items.popleft() if self.items else None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class RunStats:
+    """Per-stage wall times (whole-run mean, recent percentiles) and frame counters."""
+
+    def __init__(self, window: int = 1024) -> None:
+        self.started = time.perf_counter()
+        self.recent = {stage: deque(maxlen=window) for stage in STAGES}
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self.counts = dict.fromkeys(STAGES, 0)
+        self.output_times: deque[float] = deque(maxlen=30)
+        self.captured = self.processed = self.written = 0
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.recent[stage].append(seconds)
+            self.totals[stage] += seconds
+            self.counts[stage] += 1
+
+    def mark_written(self) -> None:
+        with self._lock:
+            self.written += 1
+            self.output_times.append(time.perf_counter())
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def fps(self) -> float:
+        """Recent output rate (last 30 frames), so the status reacts to changes."""
+        with self._lock:
+            times = list(self.output_times)
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def mean_ms(self, stage: str) -> float:
+        with self._lock:
+            recent = list(self.recent[stage])
+        return 1000.0 * sum(recent) / len(recent) if recent else 0.0
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        result = {}
+        with self._lock:
+            for stage in STAGES:
+                recent = np.asarray(self.recent[stage]) * 1000.0
+                if not len(recent):
+                    continue
+                result[stage] = {"mean_ms": round(1000.0 * self.totals[stage] / self.counts[stage], 3),
+                                 "p50_ms": round(float(np.percentile(recent, 50)), 3),
+                                 "p95_ms": round(float(np.percentile(recent, 95)), 3),
+                                 "max_ms": round(float(recent.max()), 3), "count": self.counts[stage]}
+        return result
+
+
+@dataclass
+class PipelineOptions:
+    queue_size: int = 2
+    max_frames: int | None = None
+    drop_oldest: bool | None = None     # None: drop when the sources are live, wait for files
+    status_interval_s: float = 1.0      # 0: no status line
+    log_path: Path | None = None
+    max_width: int = 2560               # composite width cap
+
+
+@dataclass
+class _Processed:
+    visible: Frame
+    infrared8: np.ndarray
+    labels: np.ndarray
+    fused: np.ndarray
+
+
+class Pipeline:
+    """Runs ``runner`` on every pair of ``source`` and hands composites to ``sinks``."""
+
+    def __init__(self, runner: Runner, source: PairedSource, sinks: Sequence[Sink],
+                 thermal: ThermalAGC | None = None, registration: Registration | None = None,
+                 options: PipelineOptions | None = None, registration_path: str | None = None) -> None:
+        self.runner, self.source, self.sinks = runner, source, list(sinks)
+        self.thermal = thermal or ThermalAGC()
+        self.registration, self.registration_path = registration, registration_path
+        self.options = options or PipelineOptions()
+        self.stats = RunStats()
+        self.stopped_by = "end"
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        drop = self.options.drop_oldest if self.options.drop_oldest is not None else source.live
+        self.frames = FrameQueue(self.options.queue_size, drop, self._stopping)
+        self.results = FrameQueue(self.options.queue_size, drop, self._stopping)
+
+    @property
+    def contract(self) -> ModelContract:
+        return self.runner.contract
+
+    @property
+    def dropped(self) -> int:
+        return self.frames.dropped + self.results.dropped
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask every stage to finish (thread-safe; the first reason is the one logged)."""
+        if not self._stopping.is_set():
+            self.stopped_by = reason
+            self._stopping.set()
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        pairs = iter(self.source)
+        try:
+            while not self._stopping.is_set():
+                start = time.perf_counter()
+                pair = next(pairs, None)
+                if pair is None:
+                    return
+                self.stats.add("capture", time.perf_counter() - start)
+                self.stats.captured += 1
+                self.frames.put(pair)
+                if self.options.max_frames and self.stats.captured >= self.options.max_frames:
+                    self.stop("max_frames")
+        finally:
+            pairs.close()   # type: ignore[attr-defined]  (a generator: releases the sources)
+
+    def prepare(self, visible: Frame, infrared: Frame) -> tuple[np.ndarray, dict[str, np.ndarray], FrameFit]:
+        """Gain control, registration, size check and model feed for one pair."""
+        infrared8 = self.thermal(infrared.image)
+        height, width = visible.image.shape[:2]
+        if self.registration is not None:
+            infrared8 = self.registration.warp(infrared8, (width, height))
+        elif infrared8.shape[:2] != (height, width):
+            raise SourceError(f"{redact(self.source.infrared.uri)}: infrared frame {infrared.name} is "
+                              f"{infrared8.shape[1]}x{infrared8.shape[0]} but visible {visible.name} is {width}x{height}; "
+                              "register the cameras (runtime/register.py) and pass --registration FILE")
+        feed, fit = fit_to_model(visible.image, infrared8, self.contract)
+        return infrared8, feed, fit
+
+    def _infer(self) -> None:
+        while (pair := self.frames.get()) is not None and self._error is None:
+            visible, infrared = pair
+            start = time.perf_counter()
+            infrared8, feed, fit = self.prepare(visible, infrared)
+            model_start = time.perf_counter()
+            outputs = self.runner.infer(feed)
+            post_start = time.perf_counter()
+            labels, fused = restore_outputs(outputs, self.contract, fit)
+            self.stats.add("preprocess", model_start - start)
+            self.stats.add("model", post_start - model_start)
+            self.stats.add("postprocess", time.perf_counter() - post_start)
+            self.stats.processed += 1
+            self.results.put(_Processed(visible, infrared8, labels, fused))
+
+    def status_text(self, what: str) -> str:
+        """``what`` (frame name on the composite, frame count on the console) plus rate and drops."""
+        return f"{what} | {self.stats.fps():.1f} fps | model {self.stats.mean_ms('model'):.0f} ms | dropped {self.dropped}"
+
+    def _output(self) -> None:
+        contract = self.contract
+        while (item := self.results.get()) is not None:
+            start = time.perf_counter()
+            image = composite(item.visible.image, item.infrared8, item.fused, item.labels, contract.class_names,
+                              contract.palette, self.status_text(item.visible.name), self.options.max_width)
+            rendered = Rendered(item.visible.name, image, item.labels, item.fused)
+            for sink in self.sinks:
+                sink.write(rendered)
+                if sink.wants_stop:
+                    self.stop("display")
+            self.stats.add("output", time.perf_counter() - start)
+            self.stats.mark_written()
+
+    def _spawn(self, name: str, body: Callable[[], None], downstream: FrameQueue | None) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                body()
+            except BaseException as exc:   # handed to the main thread, which re-raises it
+                if self._error is None:
+                    self._error = exc
+                self.stop("error")
+            finally:
+                if downstream is not None:
+                    downstream.close()
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    # --- run ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Process until the sources end, ``max_frames``, a signal or ``stop()``; returns the log."""
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        restore = self._install_signal_handlers()
+        threads = [self._spawn("capture", self._capture, self.frames),
+                   self._spawn("inference", self._infer, self.results),
+                   self._spawn("output", self._output, None)]
+        try:
+            last_status = time.perf_counter()
+            while threads[-1].is_alive():
+                threads[-1].join(timeout=0.1)
+                if self.options.status_interval_s and time.perf_counter() - last_status >= self.options.status_interval_s:
+                    self._print_status()
+                    last_status = time.perf_counter()
+        finally:
+            self.stop("interrupt" if threads[-1].is_alive() else self.stopped_by)
+            for thread in threads:
+                thread.join(timeout=5.0)
+            close_errors = self._close_sinks()
+            restore()
+            log = self._log(started_at)
+            if self.options.log_path:
+                write_json_atomic(self.options.log_path, log)
+            if self.options.status_interval_s:
+                self._print_status(final=True)
+        if self._error is not None:
+            raise self._error
+        if close_errors:
+            raise close_errors[0]
+        return log
+
+    def _close_sinks(self) -> list[BaseException]:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:   # finalise every other sink before reporting
+                errors.append(exc)
+        return errors
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM stop the run cleanly; a second Ctrl-C interrupts as usual."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        def handle(signum: int, _frame: object) -> None:
+            restore()
+            report(f"{signal.Signals(signum).name}: stopping; finishing queued frames and closing outputs")
+            self.stop("signal")
+
+        for sig in previous:
+            signal.signal(sig, handle)
+        return restore
+
+    def _print_status(self, final: bool = False) -> None:
+        stages = " ".join(f"{s} {self.stats.mean_ms(s):.1f}" for s in STAGES)
+        line = f"{self.status_text(f'frames {self.stats.written}')} | ms: {stages}"
+        tty = sys.stderr.isatty()
+        if final:
+            print(("\r" if tty else "") + line, file=sys.stderr)
+        else:
+            print(("\r" + line + " " * 4) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    def _log(self, started_at: str) -> dict[str, Any]:
+        elapsed = self.stats.elapsed_s
+        contract = self.contract
+        return {
+            "started_at": started_at,
+            "model": self.runner.name, "backend": self.runner.backend, "device": self.runner.device,
+            "providers": getattr(self.runner, "providers", None),
+            "contract": {"backbone": contract.backbone, "num_classes": contract.num_classes,
+                         "input_size": [contract.height, contract.width], "uint8_io": contract.uint8_io,
+                         "seg_output": contract.seg_output},
+            "visible": redact(self.source.visible.uri), "infrared": redact(self.source.infrared.uri),
+            "live": self.source.live, "outputs": [sink.uri for sink in self.sinks],
+            "thermal": {"low_percentile": self.thermal.low_percentile, "high_percentile": self.thermal.high_percentile,
+                        "smoothing": self.thermal.smoothing},
+            "registration": self.registration_path if self.registration is not None else None,
+            "frames": {"captured": self.stats.captured, "processed": self.stats.processed,
+                       "written": self.stats.written, "dropped_before_model": self.frames.dropped,
+                       "dropped_before_output": self.results.dropped, "unpaired": self.source.unpaired},
+            "reconnects": {"visible": self.source.visible.reconnects, "infrared": self.source.infrared.reconnects},
+            "wall_s": round(elapsed, 3), "fps": round(self.stats.written / elapsed, 3) if elapsed > 0 else 0.0,
+            "stages": self.stats.summary(),
+            "stopped_by": "error" if self._error is not None else self.stopped_by,
+            "error": str(self._error).splitlines()[0] if self._error is not None and str(self._error) else None,
+        }

@@ -1,0 +1,157 @@
+"""Output sinks addressed by URI, in the spirit of jetson-utils ``videoOutput``.
+
+* ``display://0`` – an OpenCV window (skipped, with one message, where there is no display);
+* ``out.mp4`` / ``out.avi`` / ``out.mkv`` – a video of the composite, written under a temporary
+  name and renamed when the run ends, so a crash never leaves a truncated file that looks done;
+* ``path/to/dir`` or ``file://path/to/dir`` – one composite image per frame, plus, with
+  ``save_raw``, the class-index label PNG and the fused PNG (each written atomically).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..data.images import write_image
+from ..data.sources import VIDEO_EXTENSIONS, report, strip_file_scheme
+from ..errors import MrfsEdgeError
+
+# Codecs tried per container, first that opens wins; FFV1 in .mkv is lossless.
+VIDEO_CODECS = {".mp4": ("mp4v", "avc1"), ".m4v": ("mp4v", "avc1"), ".avi": ("MJPG", "XVID"),
+                ".mkv": ("FFV1", "MJPG"), ".mov": ("mp4v", "MJPG")}
+
+
+class SinkError(MrfsEdgeError):
+    """An output cannot be created or written."""
+
+
+@dataclass
+class Rendered:
+    """One processed frame as the sinks receive it (RGB composite and raw results)."""
+
+    name: str
+    composite: np.ndarray          # RGB uint8
+    labels: np.ndarray             # H×W class indices
+    fused: np.ndarray              # RGB H×W×3 uint8
+
+
+class Sink(ABC):
+    uri: str = ""
+    wants_stop = False             # a display closed by the user asks the run to stop
+
+    @abstractmethod
+    def write(self, frame: Rendered) -> None: ...
+
+    def close(self) -> None:
+        """Finalise the output; nothing by default."""
+
+
+def display_available() -> bool:
+    """A window can be shown: a display server is set and this OpenCV has a GUI backend."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        cv2.namedWindow("mrfs-edge", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return False
+    return True
+
+
+class DisplaySink(Sink):
+    """An OpenCV window; ``q`` or Esc stops the run."""
+
+    def __init__(self, uri: str = "display://0", title: str = "mrfs-edge") -> None:
+        self.uri, self.title = uri, title
+
+    def write(self, frame: Rendered) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(frame.composite, cv2.COLOR_RGB2BGR))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.wants_stop = True
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+class VideoFileSink(Sink):
+    """The composite as a video; opened at the first frame (its size), renamed into place on close."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, codec: str | None = None) -> None:
+        self.path = Path(path)
+        self.uri = str(self.path)
+        self.fps = fps if fps > 0 else 10.0
+        suffix = self.path.suffix.lower()
+        self.codecs = (codec,) if codec else VIDEO_CODECS.get(suffix, ("mp4v", "MJPG"))
+        self.partial = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        self.frames = 0
+        self.size: tuple[int, int] | None = None
+        self._writer: cv2.VideoWriter | None = None
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for codec in self.codecs:
+            # Any backend: a Jetson OpenCV without FFmpeg still writes MJPG .avi with its built-in writer.
+            writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*codec), self.fps, size)
+            if writer.isOpened():
+                return writer
+            writer.release()
+        raise SinkError(f"{self.path}: cannot write video (tried codecs {', '.join(self.codecs)}); "
+                        "try .avi (MJPG) or an image folder")
+
+    def write(self, frame: Rendered) -> None:
+        height, width = frame.composite.shape[:2]
+        if self._writer is None or self.size is None:
+            self.size = (width, height)
+            self._writer = self._open(self.size)
+        image = frame.composite if (width, height) == self.size else cv2.resize(frame.composite, self.size)
+        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        os.replace(self.partial, self.path)
+
+
+class ImageFolderSink(Sink):
+    """Per-frame composite ``<name>.jpg``; with ``save_raw`` also ``label/<name>.png`` and ``fused/<name>.png``."""
+
+    def __init__(self, folder: str | os.PathLike[str], save_raw: bool = False) -> None:
+        self.folder = Path(folder)
+        self.uri = str(self.folder)
+        self.save_raw = save_raw
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{self.folder}: exists and is not a folder")
+
+    def write(self, frame: Rendered) -> None:
+        write_image(self.folder / f"{frame.name}.jpg", frame.composite)
+        if self.save_raw:
+            write_image(self.folder / "label" / f"{frame.name}.png", frame.labels.astype(np.uint8), rgb=False)
+            write_image(self.folder / "fused" / f"{frame.name}.png", frame.fused)
+
+
+def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False) -> Sink | None:
+    """The sink for a URI, or ``None`` for a display that cannot be shown here (said once)."""
+    if uri.startswith("display://") or uri == "display":
+        if display_available():
+            return DisplaySink(uri)
+        report(f"{uri}: no display available here (no DISPLAY, or OpenCV without GUI); not showing frames")
+        return None
+    scheme = uri.partition("://")[0] if "://" in uri else ""
+    if scheme not in ("", "file"):
+        raise SinkError(f"{uri}: unsupported output '{scheme}://' (use display://0, a video file or a folder)")
+    path = Path(strip_file_scheme(uri))
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return VideoFileSink(path, fps)
+    return ImageFolderSink(path, save_raw)
+
+
+def open_sinks(uris: Sequence[str], fps: float = 10.0, save_raw: bool = False) -> list[Sink]:
+    return [sink for uri in uris if (sink := open_sink(uri, fps, save_raw)) is not None]
