@@ -13,6 +13,7 @@ from ..assets import EVAL_SPLIT, SAMPLES
 from ..backends.onnxruntime_runner import OnnxRuntimeRunner
 from ..contract import ModelContract
 from ..data.pairs import PairFolder
+from ..metrics.agreement import AgreementScore
 from ..model.network import MRFS
 from .options import ExportOptions
 
@@ -70,36 +71,25 @@ def check_parity(model: MRFS, onnx_path: Path, contract: ModelContract, options:
                  ) -> list[ParityResult]:
     frames = parity_frames(data, split, options.parity_pairs)
     runner = OnnxRuntimeRunner(onnx_path, contract=contract)
+    # uint8 fused frames are compared on the [0, 1] scale: one rounding step is 1/255.
+    fused_limit = 1.0 / 255.0 + 1e-6 if contract.uint8_io else options.tolerance
     results = []
     with runner:
         for shape in test_shapes(contract):
-            seg_diff, fused_diff, agree, total = 0.0, 0.0, 0, 0
+            score = AgreementScore()
             for start in range(0, len(frames), shape[0]):
                 vis_u8, ir_u8 = batch_inputs(frames, start, shape)
+                if contract.ir_channels == 3:
+                    ir_u8 = np.repeat(ir_u8, 3, axis=3)
                 vis = vis_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
                 ir = ir_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-                if contract.ir_channels == 3:
-                    ir = np.repeat(ir, 3, axis=1)
-                    ir_u8 = np.repeat(ir_u8, 3, axis=3)
                 with torch.inference_mode():
                     ref_seg, ref_fused = (t.numpy() for t in model(torch.from_numpy(vis), torch.from_numpy(ir)))
                 feed = {"visible": vis_u8, "infrared": ir_u8} if contract.uint8_io else {"visible": vis, "infrared": ir}
                 out = runner.infer(feed)
-                seg, fused = out[contract.seg_name], out["fused"]
-                labels = seg if contract.seg_output == "labels" else seg.argmax(axis=1)
-                if contract.seg_output == "logits":
-                    seg_diff = max(seg_diff, float(np.abs(seg - ref_seg).max()))
-                if contract.uint8_io:
-                    ref_u8 = np.clip(np.rint(ref_fused * 255.0), 0, 255).transpose(0, 2, 3, 1)
-                    fused_diff = max(fused_diff, float(np.abs(fused.astype(np.float32) - ref_u8).max()))
-                else:
-                    fused_diff = max(fused_diff, float(np.abs(fused - ref_fused).max()))
-                agree += int((labels == ref_seg.argmax(axis=1)).sum())
-                total += labels.size
-            agreement = agree / total
-            fused_limit = 1.0 if contract.uint8_io else options.tolerance
-            passed = (fused_diff <= fused_limit and agreement >= options.min_agreement
-                      and (contract.seg_output == "labels" or seg_diff <= options.tolerance))
-            results.append(ParityResult(shape, None if contract.seg_output == "labels" else seg_diff,
-                                        fused_diff, agreement, passed))
+                for i in range(shape[0]):
+                    score.update(ref_seg[i], out[contract.seg_name][i], ref_fused[i], out["fused"][i])
+            seg_ok = contract.seg_output == "labels" or (score.max_abs_logits or 0.0) <= options.tolerance
+            passed = seg_ok and score.max_abs_fused <= fused_limit and score.pixel_agreement >= options.min_agreement
+            results.append(ParityResult(shape, score.max_abs_logits, score.max_abs_fused, score.pixel_agreement, passed))
     return results

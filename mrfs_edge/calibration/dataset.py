@@ -1,0 +1,123 @@
+"""Calibration sets: a deterministic, stratified choice of pairs, fed as a plain iterator.
+
+Neighbouring video frames are near duplicates and day and night scenes have very different
+activation ranges, so pairs are taken round-robin across day/night strata and evenly spaced
+within each stratum. The iterator yields feed dicts named by the model's contract, with the
+runtime's own preprocessing, in the spirit of ONNX Runtime's ``CalibrationDataReader``.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..contract import ModelContract
+from ..data.pairs import PairFolder
+from ..data.preprocess import fit_to_input
+
+_DAY = re.compile(r"(day|D$)", re.IGNORECASE)
+_NIGHT = re.compile(r"(night|N$)", re.IGNORECASE)
+
+
+def stratum(name: str) -> str:
+    """'night', 'day' or 'all' from the frame name (MFNet/MSRS suffix D/N, or the words)."""
+    if _NIGHT.search(name) and not name.lower().endswith("d"):
+        return "night"
+    if _DAY.search(name):
+        return "day"
+    return "all"
+
+
+def select_pairs(names: list[str], count: int) -> list[int]:
+    """Indices of ``count`` pairs: round-robin over strata, evenly spread within each."""
+    strata: dict[str, list[int]] = {}
+    for index in sorted(range(len(names)), key=lambda i: names[i]):
+        strata.setdefault(stratum(names[index]), []).append(index)
+    count = min(count, len(names))
+    quotas = {key: 0 for key in strata}
+    while sum(quotas.values()) < count:
+        for key in sorted(strata):
+            if sum(quotas.values()) < count and quotas[key] < len(strata[key]):
+                quotas[key] += 1
+    chosen: list[int] = []
+    for key in sorted(strata):
+        members, quota = strata[key], quotas[key]
+        if quota:
+            picks = np.linspace(0, len(members) - 1, quota).round().astype(int)
+            chosen += [members[i] for i in dict.fromkeys(picks.tolist())]
+    return sorted(chosen, key=lambda i: names[i])
+
+
+@dataclass
+class CalibrationSet:
+    """The chosen pairs of a folder, prepared for a model with ``contract``."""
+
+    folder: PairFolder
+    indices: list[int]
+    contract: ModelContract
+
+    @classmethod
+    def from_folder(cls, folder: PairFolder, count: int, contract: ModelContract) -> "CalibrationSet":
+        return cls(folder, select_pairs(folder.names, count), contract)
+
+    @property
+    def names(self) -> list[str]:
+        return [self.folder.names[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def feed(self, position: int) -> dict[str, np.ndarray]:
+        """One feed dict (batch 1, float NCHW) for the pair at ``position`` in the set."""
+        pair = self.folder[self.indices[position]]
+        vis, ir, _ = fit_to_input(pair.visible, _to_uint8(pair.infrared), self.contract.height, self.contract.width)
+        if self.contract.ir_channels == 3:
+            ir = np.repeat(ir, 3, axis=1)
+        return {"visible": vis, "infrared": ir}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for position in range(len(self)):
+            yield self.feed(position)
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        """All feeds concatenated on the batch axis (ModelOpt's ``calibration_data``)."""
+        feeds = list(self)
+        return {name: np.concatenate([f[name] for f in feeds]) for name in self.contract.input_names}
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the chosen names and file bytes: identifies the set in sidecars/caches."""
+        digest = hashlib.sha256()
+        for index in self.indices:
+            for path in self.folder.paths(index)[:2]:
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def ort_reader(self):
+        """An ONNX Runtime ``CalibrationDataReader`` over this set (rewindable)."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        owner = self
+
+        class _Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self._iterator = iter(owner)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self._iterator, None)
+
+            def rewind(self) -> None:
+                self._iterator = iter(owner)
+
+        return _Reader()
+
+
+def _to_uint8(infrared: np.ndarray) -> np.ndarray:
+    """Calibration folders hold 8-bit thermal; a 16-bit one is scaled by its full range."""
+    if infrared.dtype == np.uint8:
+        return infrared
+    low, high = float(infrared.min()), float(infrared.max())
+    return np.clip((infrared - low) * (255.0 / max(high - low, 1.0)), 0, 255).astype(np.uint8)

@@ -1,0 +1,137 @@
+"""FP32 ONNX → calibrated, mixed-precision Q/DQ ONNX with a measured accuracy summary.
+
+Runs entirely on the CPU through ONNX Runtime, so a laptop without TensorRT produces the same
+INT8 artefacts (Q/DQ model, range table, sensitivity table, summary) that the target turns
+into an engine; the summary's figures come from running the Q/DQ model on held-out pairs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+from tqdm import tqdm
+
+from ..backends.onnxruntime_runner import read_onnx_contract
+from ..contract import ModelContract
+from ..data.pairs import PairFolder
+from ..errors import ExportError
+from ..utils.files import atomic_path, write_json_atomic
+from .dataset import CalibrationSet
+from .qdq import (modelopt_available, quantize_modelopt, quantize_ort, quantized_nodes, save_with_metadata,
+                  strip_qdq, trt_rule_violations, weighted_nodes)
+from .sensitivity import Budget, QuantEvaluator, group_sensitivity, node_macs, select_mixed_precision
+
+
+@dataclass
+class CalibrationConfig:
+    count: int = 16
+    method: str = "entropy"            # entropy | max | percentile
+    quantizer: str = "auto"            # auto (ModelOpt if installed) | modelopt | ort
+    mixed_precision: bool = True
+    sensitivity_pairs: int = 4
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass
+class CalibrationArtifacts:
+    qdq_onnx: Path
+    range_table: Path
+    summary_json: Path
+    summary: dict[str, object]
+
+
+def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict]:
+    return list(CalibrationSet.from_folder(folder, count, contract))
+
+
+def _held_out(evaluator_fp32: onnx.ModelProto, qdq: onnx.ModelProto, folder: PairFolder | None,
+              contract: ModelContract, log: Callable[[str], None]) -> dict[str, object] | None:
+    if folder is None:
+        return None
+    feeds = [f for f in tqdm(_feeds(folder, contract, len(folder)), desc="held-out pairs", leave=False)]
+    evaluator = QuantEvaluator(evaluator_fp32, feeds)
+    score = evaluator.score(qdq)
+    figures = {"pairs": len(feeds), "split": str(folder.root), **score.as_dict()}
+    log(f"held-out ({len(feeds)} pairs): INT8 vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
+        f"fused PSNR {score.fused_psnr:.1f} dB, SSIM {score.fused_ssim:.4f}")
+    return figures
+
+
+def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: CalibrationConfig,
+              eval_folder: PairFolder | None = None, log: Callable[[str], None] = print) -> CalibrationArtifacts:
+    """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model."""
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    contract = read_onnx_contract(fp32_onnx)
+    stem = fp32_onnx.stem
+    calibration = CalibrationSet.from_folder(calib_folder, config.count, contract)
+    log(f"calibration set: {len(calibration)} pairs from {calib_folder.root} ({', '.join(calibration.names)})")
+    table = out_dir / f"{stem}.calib-{config.method}.json"
+    fp32 = onnx.load(str(fp32_onnx))
+    candidates = weighted_nodes(fp32)
+    with atomic_path(out_dir / f"{stem}.int8-all.onnx") as full_path:
+        log(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
+        quantize_ort(fp32_onnx, full_path, calibration, config.method, table)
+        full = onnx.load(str(full_path))
+    macs = node_macs(fp32)
+    total_macs = sum(macs.values())
+    evaluator = QuantEvaluator(fp32, [calibration.feed(i) for i in range(min(config.sensitivity_pairs, len(calibration)))])
+    if config.mixed_precision:
+        groups = group_sensitivity(full, evaluator, config.budget, candidates, macs,
+                                   progress=lambda items: tqdm(list(items), desc="sensitivity", unit="group"))
+        selection = select_mixed_precision(full, evaluator, config.budget, groups, macs)
+        keep = set(selection.quantized_nodes)
+        log(f"mixed precision: {len(selection.kept_high)} groups kept high "
+            f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
+    else:
+        groups, selection, keep = [], None, set(candidates)
+    quantizer = config.quantizer
+    if quantizer == "auto":
+        quantizer = "modelopt" if modelopt_available() else "ort"
+    with atomic_path(out_dir / f"{stem}.int8.onnx") as qdq_path:
+        if quantizer == "modelopt":
+            quantize_modelopt(fp32_onnx, qdq_path, calibration, config.method, [n for n in candidates if n not in keep])
+            qdq = onnx.load(str(qdq_path))
+        else:
+            qdq = strip_qdq(full, keep)
+        violations = trt_rule_violations(qdq)
+        if violations:
+            raise ExportError(f"{qdq_path}: Q/DQ graph breaks TensorRT's rules: {violations[0]} "
+                              f"(+{len(violations) - 1} more)")
+        int8_nodes = quantized_nodes(qdq)
+        int8_fraction = sum(macs.get(n, 0) for n in int8_nodes) / max(total_macs, 1)
+        held_out = _held_out(fp32, qdq, eval_folder, contract, log)
+        summary = {
+            "fp32_onnx": str(fp32_onnx), "qdq_onnx": str(out_dir / f"{stem}.int8.onnx"), "quantizer": quantizer,
+            "calibration": {"method": config.method, "pairs": len(calibration), "names": calibration.names,
+                            "folder": str(calib_folder.root), "sha256": calibration.fingerprint(),
+                            "range_table": str(table)},
+            "budget": asdict(config.budget),
+            "int8_layers": len(int8_nodes), "weighted_layers": len(candidates),
+            "int8_mac_fraction": int8_fraction, "total_gmacs": total_macs / 1e9,
+            "kept_high_precision": selection.kept_high if selection else [],
+            "calibration_pairs_check": ({"agreement": selection.agreement, "fused_psnr": selection.psnr}
+                                        if selection else None),
+            "held_out": held_out,
+            "sensitivity": [{"group": g.name, "layers": len(g.nodes), "gmacs": g.macs / 1e9,
+                             "agreement": g.agreement, "fused_psnr": g.psnr, "damage": g.damage} for g in groups],
+            "selection_steps": selection.steps if selection else [],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        held = held_out or {}
+        summary["budget_met"] = bool(held) and config.budget.met(held.get("pixel_agreement", 0.0),
+                                                                  held.get("fused_psnr", 0.0)) \
+            and int8_fraction >= config.budget.min_int8_mac_fraction
+        metadata = {p.key: p.value for p in fp32.metadata_props}
+        metadata["mrfs_edge.quantization"] = json.dumps({k: summary[k] for k in (
+            "quantizer", "int8_mac_fraction", "kept_high_precision")} | {"calibration": summary["calibration"]})
+        save_with_metadata(qdq, metadata, qdq_path)
+    (out_dir / f"{stem}.int8-all.onnx").unlink(missing_ok=True)
+    summary_path = write_json_atomic(out_dir / f"{stem}.int8.summary.json", summary)
+    log(f"wrote {out_dir / f'{stem}.int8.onnx'} ({len(int8_nodes)}/{len(candidates)} layers INT8, "
+        f"{100 * int8_fraction:.1f}% of MACs), range table {table}, summary {summary_path}")
+    return CalibrationArtifacts(out_dir / f"{stem}.int8.onnx", table, summary_path, summary)

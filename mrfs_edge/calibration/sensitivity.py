@@ -1,0 +1,198 @@
+"""Layer-group sensitivity to INT8 and the mixed-precision choice that meets a budget.
+
+Plain post-training quantisation of the whole cascade loses too much (segmentation argmax
+and fused image both move), so each block of the network is quantised alone and its damage
+measured against the FP32 model; the most damaging groups per multiply-add are then kept in
+higher precision until the accuracy budget holds, keeping as many multiply-adds in INT8 as
+possible.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ..metrics.agreement import AgreementScore
+from .qdq import QUANTIZED_OP_TYPES, strip_qdq
+
+_GROUP_RULES: tuple[tuple[str, Callable[[re.Match[str]], str]], ...] = (
+    (r"backbone/extra_patch_embed(\d)", lambda m: f"infrared patch-embed {m[1]}"),
+    (r"backbone/extra_(?:block|norm)(\d)", lambda m: f"infrared blocks {m[1]}"),
+    (r"backbone/patch_embed(\d)", lambda m: f"visible patch-embed {m[1]}"),
+    (r"backbone/(?:block|norm)(\d)", lambda m: f"visible blocks {m[1]}"),
+    (r"backbone/IGMAVCs\.(\d)", lambda m: f"IGM-Att {int(m[1]) + 1}"),
+    (r"backbone/PCASCs\.(\d)", lambda m: f"PC-Att {int(m[1]) + 1}"),
+    (r"decode_head/linear_c\d", lambda m: "segmentation head MLPs"),
+    (r"decode_head", lambda m: "segmentation head fuse+pred"),
+    (r"aux_head/PointConv", lambda m: "fusion head point convs"),
+    (r"aux_head", lambda m: "fusion head CNN_fuse"),
+)
+
+
+def group_of(node_name: str) -> str:
+    """The network block a node belongs to, from the module path the exporter put in its name."""
+    for pattern, label in _GROUP_RULES:
+        match = re.search(pattern, node_name)
+        if match:
+            return label(match)
+    return "other"
+
+
+def node_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-adds of every Conv/MatMul/Gemm node (static shapes, from shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = dims
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    macs = {}
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZED_OP_TYPES:
+            continue
+        out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+        if not out or not weight or 0 in out:
+            continue
+        if node.op_type == "Conv":
+            per_output = int(np.prod(weight[1:]))  # (in_channels / groups) × kh × kw
+        elif node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            per_output = weight[1] if trans_b else weight[0]
+        else:
+            per_output = weight[-2] if len(weight) >= 2 else weight[0]
+        macs[node.name] = int(np.prod(out)) * int(per_output)
+    return macs
+
+
+@dataclass
+class Budget:
+    """Accuracy floors against the FP32 model, and the INT8 share that must remain."""
+
+    min_agreement: float = 0.99
+    min_psnr: float = 35.0
+    min_int8_mac_fraction: float = 0.5
+    agreement_margin: float = 0.3   # fraction of the allowed loss kept in reserve on calibration pairs
+    psnr_margin: float = 1.0        # dB kept in reserve on calibration pairs
+
+    def damage(self, agreement: float, psnr: float) -> float:
+        """Share of the budget used: argmax loss over allowed loss plus MSE over allowed MSE."""
+        return (1.0 - agreement) / (1.0 - self.min_agreement) + 10.0 ** ((self.min_psnr - min(psnr, 200.0)) / 10.0)
+
+    def met(self, agreement: float, psnr: float, margin: bool = False) -> bool:
+        agree_floor = self.min_agreement + (self.agreement_margin * (1.0 - self.min_agreement) if margin else 0.0)
+        return agreement >= agree_floor and psnr >= self.min_psnr + (self.psnr_margin if margin else 0.0)
+
+
+@dataclass
+class GroupResult:
+    name: str
+    nodes: list[str]
+    macs: int
+    agreement: float
+    psnr: float
+    damage: float
+
+
+@dataclass
+class MixedPrecisionResult:
+    quantized_nodes: list[str]
+    kept_high: list[str]
+    int8_mac_fraction: float
+    agreement: float
+    psnr: float
+    met: bool
+    groups: list[GroupResult] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)
+
+
+class QuantEvaluator:
+    """Scores Q/DQ variants against FP32 outputs on a few fixed feeds (ONNX Runtime, CPU)."""
+
+    def __init__(self, fp32: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], threads: int = 0) -> None:
+        self.feeds = feeds
+        self.threads = threads
+        self.reference = [self._run(fp32, feed) for feed in feeds] if feeds else []
+        self._fp32 = fp32
+
+    def _session(self, model: onnx.ModelProto):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def _run(self, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session(model).run(None, feed)
+
+    def score(self, model: onnx.ModelProto) -> AgreementScore:
+        session = self._session(model)
+        score = AgreementScore()
+        for feed, (ref_seg, ref_fused) in zip(self.feeds, self.reference):
+            seg, fused = session.run(None, feed)
+            for i in range(seg.shape[0]):
+                score.update(ref_seg[i], seg[i], ref_fused[i], fused[i])
+        return score
+
+
+def group_sensitivity(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budget: Budget,
+                      candidates: list[str], macs: dict[str, int],
+                      progress: Callable[[Iterable[str]], Iterable[str]] = lambda x: x) -> list[GroupResult]:
+    """Quantise one group at a time (others in FP32) and measure its damage."""
+    groups: dict[str, list[str]] = {}
+    for name in candidates:
+        groups.setdefault(group_of(name), []).append(name)
+    results = []
+    for group in progress(sorted(groups)):
+        score = evaluator.score(strip_qdq(full_qdq, set(groups[group])))
+        agreement, psnr = score.pixel_agreement, score.fused_psnr
+        results.append(GroupResult(group, groups[group], sum(macs.get(n, 0) for n in groups[group]),
+                                   agreement, psnr, budget.damage(agreement, psnr)))
+    return results
+
+
+def select_mixed_precision(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budget: Budget,
+                           groups: list[GroupResult], macs: dict[str, int]) -> MixedPrecisionResult:
+    """Keep the most damaging groups (per multiply-add) high until the budget holds.
+
+    Groups are ranked by damage per MAC; the smallest prefix of that ranking whose removal
+    meets the budget (with margin) on the evaluation feeds is found by bisection, assuming
+    damage grows with the number of quantised groups.
+    """
+    total_macs = sum(macs.values()) or 1
+    ranked = sorted(groups, key=lambda g: g.damage / max(g.macs, 1), reverse=True)
+    steps: list[dict[str, object]] = []
+    cache: dict[int, tuple[float, float]] = {}
+
+    def evaluate(k: int) -> tuple[float, float]:
+        if k not in cache:
+            keep = {n for g in ranked[k:] for n in g.nodes}
+            score = evaluator.score(strip_qdq(full_qdq, keep))
+            cache[k] = (score.pixel_agreement, score.fused_psnr)
+            steps.append({"kept_high": [g.name for g in ranked[:k]], "agreement": cache[k][0],
+                          "psnr": cache[k][1], "int8_mac_fraction": fraction(k)})
+        return cache[k]
+
+    def fraction(k: int) -> float:
+        return sum(g.macs for g in ranked[k:]) / total_macs
+
+    low, high = 0, len(ranked)
+    if budget.met(*evaluate(0), margin=True):
+        high = 0
+    while low < high:  # invariant: prefix `high` meets the budget (all-FP32 trivially does)
+        mid = (low + high) // 2
+        if budget.met(*evaluate(mid), margin=True):
+            high = mid
+        else:
+            low = mid + 1
+    agreement, psnr = evaluate(high) if high < len(ranked) else (1.0, float("inf"))
+    return MixedPrecisionResult(
+        quantized_nodes=[n for g in ranked[high:] for n in g.nodes], kept_high=[g.name for g in ranked[:high]],
+        int8_mac_fraction=fraction(high), agreement=agreement, psnr=psnr,
+        met=budget.met(agreement, psnr) and fraction(high) >= budget.min_int8_mac_fraction,
+        groups=groups, steps=steps)

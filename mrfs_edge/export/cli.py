@@ -1,0 +1,69 @@
+"""``python export/export_onnx.py``: checkpoint → checked, self-describing ONNX file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..assets import checkpoint_or_default
+from ..cli import run_cli
+from .options import DYNAMIC_CHOICES, ExportOptions, parse_shape
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared with build_engine.py, which exports first when given a checkpoint."""
+    g = p.add_argument_group("export")
+    g.add_argument("--checkpoint", help="MRFS checkpoint in the authors' format (default: bundled demo model)")
+    g.add_argument("--height", type=int, default=480, help="input height, a multiple of 32 (default 480)")
+    g.add_argument("--width", type=int, default=640, help="input width, a multiple of 32 (default 640)")
+    g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--dynamic", choices=DYNAMIC_CHOICES, help="dynamic axes: batch, hw (height and width) or both")
+    g.add_argument("--min-shape", type=parse_shape, metavar="NxHxW", help="dynamic profile minimum")
+    g.add_argument("--opt-shape", type=parse_shape, metavar="NxHxW", help="dynamic profile optimum (default: static)")
+    g.add_argument("--max-shape", type=parse_shape, metavar="NxHxW", help="dynamic profile maximum")
+    g.add_argument("--opset", type=int, default=17)
+    g.add_argument("--seg-output", choices=("logits", "labels"), default="logits",
+                   help="labels: ArgMax inside the graph, int32 N×H×W (30× less to copy off the GPU)")
+    g.add_argument("--uint8-io", action="store_true", help="uint8 NHWC frames in, uint8 NHWC fused out")
+    g.add_argument("--ir-channels", type=int, choices=(1, 3), default=1)
+    g.add_argument("--trt-compat", choices=("8.5", "8.6", "10"),
+                   help="8.5: decompose LayerNorm into primitive ops (JetPack 5 parsers)")
+    g.add_argument("--no-simplify", dest="simplify", action="store_false")
+    g.add_argument("--tolerance", type=float, default=1e-3, help="max |Δ| ONNX Runtime vs PyTorch (default 1e-3)")
+    g.add_argument("--parity-data", help="paired folder for the parity check (default: bundled samples)")
+    g.add_argument("--parity-split", help="split list inside --parity-data")
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(height=args.height, width=args.width, batch=args.batch, opset=args.opset,
+                         dynamic=args.dynamic, min_shape=args.min_shape, opt_shape=args.opt_shape,
+                         max_shape=args.max_shape, seg_output=args.seg_output, uint8_io=args.uint8_io,
+                         ir_channels=args.ir_channels, trt_compat=args.trt_compat, simplify=args.simplify,
+                         tolerance=args.tolerance)
+
+
+def default_onnx_name(options: ExportOptions, checkpoint: Path) -> Path:
+    parts = [checkpoint.stem, f"{options.height}x{options.width}"]
+    parts += [f"b{options.batch}"] if options.batch != 1 else []
+    parts += [f"dyn-{options.dynamic}"] if options.dynamic else []
+    parts += ["labels"] if options.seg_output == "labels" else []
+    parts += ["u8"] if options.uint8_io else []
+    parts += [f"trt{options.trt_compat}"] if options.trt_compat else []
+    return Path("build") / ("_".join(parts) + ".onnx")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="export_onnx.py", description=__doc__)
+    add_export_arguments(p)
+    p.add_argument("--output", help="ONNX path (default: build/<checkpoint>_<H>x<W>[...].onnx)")
+    args = p.parse_args(argv)
+    from .onnx_export import export_onnx  # imports torch: after argument errors are reported
+
+    options = options_from_args(args)
+    checkpoint = checkpoint_or_default(args.checkpoint)
+    output = Path(args.output) if args.output else default_onnx_name(options, checkpoint)
+    export_onnx(checkpoint, output, options, args.parity_data, args.parity_split)
+    return 0
+
+
+def entry() -> int:
+    return run_cli(main)
