@@ -56,7 +56,7 @@ def test_other_tensorrt_and_gpu_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "\n" not in message
     assert message.startswith("model.engine: built with TensorRT 8.6.2 for Orin (sm_87), "
                               "this machine has TensorRT 10.3.0 on RTX 4090 (sm_89)")
-    assert message.endswith("rebuild it with: python export/build_engine.py tiny.onnx --precision fp16")
+    assert message.endswith("rebuild it with: python export/build_engine.py --onnx tiny.onnx --fp16")
 
 
 @pytest.mark.parametrize("running", ["8.6.1", "8.7.2", "10.3.0"])

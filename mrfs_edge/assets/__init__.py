@@ -46,3 +46,27 @@ def data_or_default(path: str | os.PathLike[str] | None, split: Path = EVAL_SPLI
     announce(f"no {what} given: using the {len(split.read_text().split())} bundled sample pairs "
              f"({SAMPLES.relative_to(ASSETS.parent.parent)}/{split.name})")
     return SAMPLES, split
+
+
+def default_onnx(height: int = DEMO_INPUT_SIZE[0], width: int = DEMO_INPUT_SIZE[1]) -> Path:
+    """The demo checkpoint exported to ONNX, cached by checkpoint hash and size.
+
+    Exporting needs PyTorch (the ``export`` extra) the first time only; afterwards the
+    torch-free runtime uses the cached file.
+    """
+    from ..errors import ModelFileError
+    from ..utils.files import sha256_file
+
+    digest = sha256_file(DEMO_CHECKPOINT)[:12]
+    path = cache_dir() / f"mrfs_b0_demo_{digest}_{height}x{width}.onnx"
+    if path.exists():
+        announce(f"no --model given: using the cached demo model {path}")
+        return path
+    try:
+        from ..export import ExportOptions, export_onnx
+    except ImportError as exc:
+        raise ModelFileError(f"{path}: demo ONNX not cached yet and exporting it needs PyTorch "
+                             "(pip install -e '.[export]'), or pass --model") from exc
+    announce(f"no --model given: exporting the bundled demo model once to {path}")
+    export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=height, width=width), log=announce)
+    return path

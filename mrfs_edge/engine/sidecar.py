@@ -29,7 +29,7 @@ from ..contract import ModelContract
 from ..errors import ModelFileError
 from ..utils.files import write_json_atomic
 
-REBUILD_COMMAND = "python export/build_engine.py {onnx} --precision {precision}"
+REBUILD_COMMAND = "python export/build_engine.py --onnx {onnx} --{precision}"
 
 
 class Machine(NamedTuple):

@@ -1,0 +1,79 @@
+"""``python calibration/calibrate.py``: FP32 ONNX → calibrated mixed-precision Q/DQ ONNX (CPU)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES, announce
+from ..cli import run_cli
+from ..data.pairs import PairFolder
+from .qdq import CALIBRATION_METHODS
+from .sensitivity import Budget
+
+
+def parse_budget(text: str) -> Budget:
+    """``"agreement=0.99,psnr=35,int8=0.5"`` → :class:`Budget` (keys optional)."""
+    budget = Budget()
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = item.partition("=")
+        field = {"agreement": "min_agreement", "psnr": "min_psnr", "int8": "min_int8_mac_fraction"}.get(key)
+        if field is None or not value:
+            raise ValueError(f"--accuracy-budget item {item!r}: use agreement=F, psnr=DB, int8=F")
+        setattr(budget, field, float(value))
+    return budget
+
+
+def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared with build_engine.py."""
+    g = p.add_argument_group("INT8 calibration")
+    g.add_argument("--calib-dir", help="paired folder to calibrate on (default: bundled calibration pairs)")
+    g.add_argument("--calib-split", help="split list inside --calib-dir")
+    g.add_argument("--calib-count", type=int, default=16, help="pairs to calibrate on (stratified; default 16)")
+    g.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="entropy")
+    g.add_argument("--quantizer", choices=("auto", "modelopt", "ort"), default="auto",
+                   help="Q/DQ producer: ModelOpt when installed (auto), else ONNX Runtime quantize_static")
+    g.add_argument("--accuracy-budget", type=parse_budget, default=Budget(), metavar="agreement=0.99,psnr=35,int8=0.5",
+                   help="floors vs FP32 that mixed precision must meet (default agreement 0.99, PSNR 35 dB, "
+                        "at least half the MACs in INT8)")
+    g.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false",
+                   help="quantise every Conv/MatMul/Gemm layer (no sensitivity analysis)")
+    g.add_argument("--sensitivity-pairs", type=int, default=2, help="calibration pairs scored per variant")
+    g.add_argument("--eval-dir", help="held-out labelled pairs for the summary (default: bundled eval pairs)")
+    g.add_argument("--eval-split", help="split list inside --eval-dir")
+
+
+def folders_from_args(args: argparse.Namespace) -> tuple[PairFolder, PairFolder]:
+    if args.calib_dir:
+        calib = PairFolder(args.calib_dir, args.calib_split)
+    else:
+        announce(f"no --calib-dir given: calibrating on the bundled pairs in {CALIB_SPLIT.name}")
+        calib = PairFolder(SAMPLES, CALIB_SPLIT)
+    evaluation = PairFolder(args.eval_dir, args.eval_split) if args.eval_dir else PairFolder(SAMPLES, EVAL_SPLIT)
+    return calib, evaluation
+
+
+def config_from_args(args: argparse.Namespace):
+    from .pipeline import CalibrationConfig
+
+    return CalibrationConfig(count=args.calib_count, method=args.calib_method, quantizer=args.quantizer,
+                             mixed_precision=args.mixed_precision, sensitivity_pairs=args.sensitivity_pairs,
+                             budget=args.accuracy_budget)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="calibrate.py", description=__doc__)
+    p.add_argument("--onnx", help="FP32 ONNX exported by export_onnx.py (default: the demo model)")
+    p.add_argument("--output-dir", default="build", help="where the Q/DQ model, range table and summary go")
+    add_calibration_arguments(p)
+    args = p.parse_args(argv)
+    from ..assets import default_onnx
+    from .pipeline import calibrate
+
+    onnx_path = Path(args.onnx) if args.onnx else default_onnx()
+    calib, evaluation = folders_from_args(args)
+    artifacts = calibrate(onnx_path, Path(args.output_dir), calib, config_from_args(args), evaluation)
+    return 0 if artifacts.summary["budget_met"] else 1
+
+
+def entry() -> int:
+    return run_cli(main)
