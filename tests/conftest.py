@@ -22,3 +22,18 @@ def mfnet_dir() -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory) -> Path:
+    """The bundled demo checkpoint exported once per test session at 480×640 (float I/O, logits).
+
+    Shared by the runtime, calibration and benchmark tests so CI pays for one export.
+    """
+    pytest.importorskip("torch")
+    from mrfs_edge.assets import DEMO_CHECKPOINT
+    from mrfs_edge.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("demo_onnx") / "mrfs_b0_demo_480x640.onnx"
+    export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=480, width=640, parity_pairs=1), log=lambda _: None)
+    return path

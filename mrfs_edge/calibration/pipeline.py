@@ -48,15 +48,19 @@ def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict
     return list(CalibrationSet.from_folder(folder, count, contract))
 
 
-def _held_out(evaluator_fp32: onnx.ModelProto, qdq: onnx.ModelProto, folder: PairFolder | None,
-              contract: ModelContract, log: Callable[[str], None]) -> dict[str, object] | None:
+def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: PairFolder | None,
+                       contract: ModelContract, label: str, log: Callable[[str], None]) -> dict[str, object] | None:
+    """Run ``variant`` and the FP32 model on every pair of ``folder``; agreement and fused PSNR/SSIM.
+
+    Used for the Q/DQ model here and for the emulated FP16 graph by the engine builder, so the
+    figures a summary prints for either precision come from the same comparison.
+    """
     if folder is None:
         return None
     feeds = [f for f in tqdm(_feeds(folder, contract, len(folder)), desc="held-out pairs", leave=False)]
-    evaluator = QuantEvaluator(evaluator_fp32, feeds)
-    score = evaluator.score(qdq)
+    score = QuantEvaluator(fp32, feeds).score(variant)
     figures = {"pairs": len(feeds), "split": str(folder.root), **score.as_dict()}
-    log(f"held-out ({len(feeds)} pairs): INT8 vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
+    log(f"held-out ({len(feeds)} pairs): {label} vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
         f"fused PSNR {score.fused_psnr:.1f} dB, SSIM {score.fused_ssim:.4f}")
     return figures
 
@@ -65,6 +69,14 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
               eval_folder: PairFolder | None = None, log: Callable[[str], None] = print) -> CalibrationArtifacts:
     """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model."""
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+    clock = [started]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - clock[0], 1)
+        clock[0] = now
+
     out_dir.mkdir(parents=True, exist_ok=True)
     contract = read_onnx_contract(fp32_onnx)
     stem = fp32_onnx.stem
@@ -77,6 +89,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
         log(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
         quantize_ort(fp32_onnx, full_path, calibration, config.method, table)
         full = onnx.load(str(full_path))
+    phase("calibrate")
     macs = node_macs(fp32)
     total_macs = sum(macs.values())
     evaluator = QuantEvaluator(fp32, [calibration.feed(i) for i in range(min(config.sensitivity_pairs, len(calibration)))])
@@ -85,6 +98,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
                                    progress=lambda items: tqdm(list(items), desc="sensitivity", unit="group"))
         selection = select_mixed_precision(full, evaluator, config.budget, groups, macs)
         keep = set(selection.quantized_nodes)
+        phase("sensitivity_and_selection")
         log(f"mixed precision: {len(selection.kept_high)} groups kept high "
             f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
     else:
@@ -104,7 +118,9 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
                               f"(+{len(violations) - 1} more)")
         int8_nodes = quantized_nodes(qdq)
         int8_fraction = sum(macs.get(n, 0) for n in int8_nodes) / max(total_macs, 1)
-        held_out = _held_out(fp32, qdq, eval_folder, contract, log)
+        phase("qdq_model")
+        held_out = held_out_agreement(fp32, qdq, eval_folder, contract, "INT8", log)
+        phase("held_out_check")
         summary = {
             "fp32_onnx": str(fp32_onnx), "qdq_onnx": str(out_dir / f"{stem}.int8.onnx"), "quantizer": quantizer,
             "calibration": {"method": config.method, "pairs": len(calibration), "names": calibration.names,
@@ -120,7 +136,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
             "sensitivity": [{"group": g.name, "layers": len(g.nodes), "gmacs": g.macs / 1e9,
                              "agreement": g.agreement, "fused_psnr": g.psnr, "damage": g.damage} for g in groups],
             "selection_steps": selection.steps if selection else [],
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(time.perf_counter() - started, 1), "phase_seconds": phases,
         }
         held = held_out or {}
         summary["budget_met"] = bool(held) and config.budget.met(held.get("pixel_agreement", 0.0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import onnx
@@ -24,8 +25,10 @@ def convert_to_fp16(fp32_path: str | os.PathLike[str], output: str | os.PathLike
     contract = read_onnx_contract(fp32_path)
     model = onnx.load(str(fp32_path))
     metadata = {p.key: p.value for p in model.metadata_props}
-    half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=list(contract.fp32_nodes),
-                                            disable_shape_infer=False)
+    with warnings.catch_warnings():  # one warning per sub-1e-7 weight clamped to FP16's range: noise here
+        warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
+        half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=list(contract.fp32_nodes),
+                                                disable_shape_infer=False)
     del half.metadata_props[:]
     metadata["mrfs_edge.precision"] = json.dumps({"precision": "fp16-emulated", "fp32_pins": len(contract.fp32_nodes)})
     onnx.helper.set_model_props(half, metadata)

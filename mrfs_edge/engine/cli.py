@@ -1,0 +1,212 @@
+"""``python export/build_engine.py``: checkpoint or ONNX → the precision's ONNX, its accuracy, an engine.
+
+One command does what a deployment needs for a precision, on any machine:
+
+1. the FP32 ONNX (``--onnx``, or exported from ``--checkpoint``, by default the bundled demo model;
+   an earlier export of the same checkpoint and options is reused);
+2. the precision's graph and its measured accuracy against FP32 on held-out pairs, in ONNX
+   Runtime: ``--fp16`` writes the FP16 graph with its FP32 pins (emulated numerics), ``--int8`` /
+   ``--best`` calibrate and write the mixed-precision Q/DQ graph (explicit quantisation) or
+   prepare TensorRT's own calibration (``--quant implicit``);
+3. the TensorRT engine and its sidecar, when TensorRT and a GPU are present. Where they are not
+   (a laptop, CI), the command says so, prints exactly what to run on the target, and still
+   exits 0 unless ``--require-engine`` is given.
+
+Everything lands in ``--output-dir`` with a JSON summary of the figures and file names.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from ..assets import announce, checkpoint_or_default
+from ..calibration.cli import add_calibration_arguments, config_from_args, folders_from_args
+from ..cli import run_cli
+from ..errors import ExportError
+from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
+from ..utils.files import sha256_file, write_json_atomic
+from .builder import PRECISIONS, EngineBuildConfig
+
+TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="build_engine.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    precision = p.add_argument_group("precision (default --fp16)").add_mutually_exclusive_group()
+    for name in PRECISIONS:
+        precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
+                               help={"fp32": "FP32 engine (reference numerics)",
+                                     "fp16": "FP16 engine; overflow-prone layers pinned to FP32",
+                                     "int8": "INT8 engine from a calibrated mixed-precision Q/DQ graph",
+                                     "best": "INT8 where calibrated, FP16 elsewhere"}[name])
+    p.set_defaults(precision="fp16")
+    p.add_argument("--onnx", help="FP32 ONNX from export_onnx.py, or a Q/DQ ONNX to build as is "
+                                  "(default: export --checkpoint first)")
+    p.add_argument("--quant", choices=("explicit", "implicit"), default="explicit",
+                   help="INT8 route: explicit = Q/DQ graph calibrated here on the CPU (default, the only "
+                        "route on TensorRT 11); implicit = TensorRT calibrates while building (needs TensorRT)")
+    p.add_argument("--output-dir", default="build", help="where ONNX files, caches, summary and engine go")
+    p.add_argument("--output", help="engine path (default: <output-dir>/<onnx stem>.<precision>.engine)")
+    trt = p.add_argument_group("TensorRT")
+    trt.add_argument("--workspace", type=int, default=1024, metavar="MiB", help="builder workspace (default 1024)")
+    trt.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
+    trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (faster rebuilds)")
+    trt.add_argument("--require-engine", action="store_true",
+                     help="fail (exit 2) when no engine can be built here instead of stopping after the ONNX")
+    add_export_arguments(p)
+    add_calibration_arguments(p)
+    return p
+
+
+def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
+    """The FP32 ONNX to start from: given, reused from an identical earlier export, or exported now."""
+    if args.onnx:
+        path = Path(args.onnx)
+        if not path.is_file():
+            raise ExportError(f"{path}: no such ONNX file")
+        return path
+    from ..backends.onnxruntime_runner import read_onnx_contract
+
+    options = options_from_args(args)
+    checkpoint = checkpoint_or_default(args.checkpoint)
+    if not checkpoint.is_file():
+        raise ExportError(f"{checkpoint}: no such checkpoint")
+    path = output_dir / default_onnx_name(options, checkpoint).name
+    if path.is_file() and read_onnx_contract(path).checkpoint_sha256 == sha256_file(checkpoint):
+        announce(f"reusing {path} (exported earlier from the same checkpoint with the same options)")
+        return path
+    from ..export import export_onnx
+
+    export_onnx(checkpoint, path, options, args.parity_data, args.parity_split)
+    return path
+
+
+def _has_qdq(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+
+
+def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the FP16 graph with its pins and measure it against FP32 on the held-out pairs."""
+    import onnx
+
+    from ..backends.onnxruntime_runner import read_onnx_contract
+    from ..calibration.pipeline import held_out_agreement
+    from ..export.fp16 import convert_to_fp16
+
+    half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")
+    contract = read_onnx_contract(fp32_path)
+    _, evaluation = folders_from_args(args)
+    held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), evaluation, contract,
+                                  "FP16 (emulated)", announce)
+    announce(f"wrote {half_path} ({len(contract.fp32_nodes)} nodes pinned to FP32)")
+    return {"fp16_onnx": str(half_path), "emulated": True, "fp32_pins": len(contract.fp32_nodes),
+            "held_out": held_out}
+
+
+def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Calibrate on the CPU and write the mixed-precision Q/DQ graph; its summary's figures."""
+    from ..calibration.pipeline import calibrate
+
+    calib, evaluation = folders_from_args(args)
+    artifacts = calibrate(fp32_path, output_dir, calib, config_from_args(args), evaluation, log=announce)
+    return artifacts.qdq_onnx, artifacts.summary
+
+
+def _engine_path(args: argparse.Namespace, output_dir: Path, source: Path) -> Path:
+    stem = source.name.removesuffix(".onnx").removesuffix(".int8")
+    return Path(args.output) if args.output else output_dir / f"{stem}.{args.precision}.engine"
+
+
+def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path) -> str:
+    """What to run on the Jetson: the prepared ONNX in, no calibration or export repeated there."""
+    parts = ["python3", "export/build_engine.py", "--onnx", str(onnx_for_engine), f"--{args.precision}",
+             "--output", str(engine)]
+    if args.quant == "implicit" and args.precision in ("int8", "best"):
+        parts += ["--quant", "implicit", "--calib-dir", args.calib_dir or "<calibration pairs>"]
+    if args.dla_core is not None:
+        parts += ["--dla-core", str(args.dla_core)]
+    if args.timing_cache:
+        parts += ["--timing-cache", args.timing_cache]
+    return shlex.join(parts)
+
+
+def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output_dir: Path) -> dict[str, Any]:
+    """Build with TensorRT; for implicit INT8 feed TensorRT's calibrator from the calibration pairs."""
+    from ..backends.onnxruntime_runner import read_onnx_contract
+    from ..calibration.dataset import CalibrationSet
+    from ..calibration.trt_calibrator import make_calibrator
+    from .builder import build_engine
+    from .trt_compat import TrtApi
+
+    calibrator = None
+    if args.quant == "implicit" and args.precision in ("int8", "best"):
+        method = TRT_CALIBRATORS.get(args.calib_method)
+        if method is None:
+            raise ExportError(f"--calib-method {args.calib_method} has no TensorRT calibrator; use entropy or max")
+        calib, _ = folders_from_args(args)
+        calibration = CalibrationSet.from_folder(calib, args.calib_count, read_onnx_contract(onnx_for_engine))
+        calibrator = make_calibrator(TrtApi(), calibration, output_dir / f"{engine.stem}.calib.cache", method,
+                                     fingerprint=calibration.fingerprint())
+    config = EngineBuildConfig(precision=args.precision, quant=args.quant, workspace_mib=args.workspace,
+                               dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator)
+    try:
+        sidecar = build_engine(onnx_for_engine, engine, config)
+    finally:
+        if calibrator is not None:
+            calibrator.close()
+    announce(f"wrote {engine} ({sidecar.precision}, TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name}) "
+             f"in {sidecar.build_time_s:.0f} s")
+    return {"path": str(engine), "sidecar": sidecar.to_dict()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .builder import tensorrt_status
+
+    started = time.perf_counter()
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fp32_path = _fp32_onnx(args, output_dir)
+    summary: dict[str, Any] = {"precision": args.precision, "fp32_onnx": str(fp32_path)}
+    onnx_for_engine, budget_met = fp32_path, True
+    int8 = args.precision in ("int8", "best")
+    if int8 and args.quant == "explicit":
+        if _has_qdq(fp32_path):
+            announce(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
+        else:
+            onnx_for_engine, summary["int8"] = _int8_graph(fp32_path, output_dir, args)
+            budget_met = bool(summary["int8"]["budget_met"])
+    if args.precision in ("fp16", "best") and not _has_qdq(fp32_path):
+        summary["fp16"] = _fp16_graph(fp32_path, output_dir, args)
+
+    engine = _engine_path(args, output_dir, onnx_for_engine)
+    summary["onnx_for_engine"] = str(onnx_for_engine)
+    summary["target_command"] = target_command(args, onnx_for_engine, engine)
+    available, reason = tensorrt_status()
+    if available:
+        summary["engine"] = _build(args, onnx_for_engine, engine, output_dir)
+    else:
+        summary["engine"] = {"path": None, "reason": reason}
+        announce(f"no engine built here: {reason}")
+        announce(f"on the target (Jetson), run: {summary['target_command']}")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary_path = write_json_atomic(output_dir / f"{engine.stem}.build.json", summary)
+    announce(f"summary: {summary_path}")
+    if not available and args.require_engine:
+        raise ExportError(f"--require-engine: {reason}")
+    if not budget_met:
+        announce("accuracy budget NOT met on the held-out pairs: see kept_high_precision and sensitivity in "
+                 f"{summary_path}; calibrate on more pairs (--calib-count) or loosen --accuracy-budget")
+        return 1
+    return 0
+
+
+def entry() -> int:
+    return run_cli(main)

@@ -1,0 +1,116 @@
+"""INT8 calibration: pair selection, TensorRT's Q/DQ rules, mixed-precision choice, the pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from mrfs_edge.assets import CALIB_SPLIT, SAMPLES
+from mrfs_edge.calibration.cli import parse_budget
+from mrfs_edge.calibration.dataset import select_pairs, stratum
+from mrfs_edge.calibration.qdq import strip_qdq, trt_rule_violations
+from mrfs_edge.calibration.sensitivity import Budget, GroupResult, group_of, select_mixed_precision
+from mrfs_edge.data.pairs import PairFolder
+
+
+def test_pairs_are_taken_across_day_and_night_and_spread_within_each():
+    names = [f"{i:05d}{'D' if i < 60 else 'N'}" for i in range(100)]
+    chosen = [names[i] for i in select_pairs(names, 6)]
+    assert sum(stratum(n) == "day" for n in chosen) == 3 and sum(stratum(n) == "night" for n in chosen) == 3
+    assert chosen[0] == "00000D" and "00059D" in chosen and "00099N" in chosen   # spread to both ends
+    assert select_pairs(names, 6) == select_pairs(names, 6)                      # deterministic
+    assert len(select_pairs(names[:3], 10)) == 3
+
+
+def test_budget_text_and_errors():
+    budget = parse_budget("agreement=0.995,psnr=40")
+    assert (budget.min_agreement, budget.min_psnr, budget.min_int8_mac_fraction) == (0.995, 40.0, 0.5)
+    with pytest.raises(ValueError, match="agreement=F"):
+        parse_budget("accuracy=1")
+
+
+def _qdq_conv(zero_point: int = 0, zero_dtype=np.int8, weight_scale_shape=(4,), axis: int = 0) -> onnx.ModelProto:
+    """x → Q/DQ → Conv(W behind Q/DQ) → y: the pattern the calibration pipeline emits."""
+    weight = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w"),
+             numpy_helper.from_array(np.full(weight_scale_shape, 0.01, np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(weight_scale_shape, np.int8), "w_zero"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(zero_point, zero_dtype), "x_zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"], name="x_q"),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"], name="x_dq"),
+             helper.make_node("QuantizeLinear", ["w", "w_scale", "w_zero"], ["wq"], name="w_q", axis=axis),
+             helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zero"], ["wd"], name="w_dq", axis=axis),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], name="backbone/block1/conv")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_tensorrt_qdq_rules_accept_the_conformant_pattern_and_name_each_breach():
+    assert trt_rule_violations(_qdq_conv()) == []
+    assert any("zero point" in v for v in trt_rule_violations(_qdq_conv(zero_point=3)))
+    assert any("zero point" in v for v in trt_rule_violations(_qdq_conv(zero_dtype=np.uint8)))
+    assert any("per tensor" in v for v in trt_rule_violations(_qdq_conv(weight_scale_shape=())))
+    assert any("axis 1" in v for v in trt_rule_violations(_qdq_conv(axis=1)))
+
+
+def test_stripping_qdq_rewires_consumers_to_the_float_tensors():
+    stripped = strip_qdq(_qdq_conv(), keep=set())
+    assert [n.op_type for n in stripped.graph.node] == ["Conv"]
+    assert list(stripped.graph.node[0].input) == ["x", "w"]
+    onnx.checker.check_model(stripped)
+    assert [n.op_type for n in strip_qdq(_qdq_conv(), keep={"backbone/block1/conv"}).graph.node].count("Conv") == 1
+
+
+def test_node_names_map_to_network_blocks():
+    assert group_of("/backbone/extra_patch_embed2/proj/Conv") == "infrared patch-embed 2"
+    assert group_of("/backbone/block3.1/attn/q/MatMul") == "visible blocks 3"
+    assert group_of("/backbone/IGMAVCs.0/conv/Conv") == "IGM-Att 1"
+    assert group_of("/decode_head/linear_fuse/conv/Conv") == "segmentation head fuse+pred"
+
+
+class _ScriptedEvaluator:
+    """Stands in for ONNX Runtime: the agreement lost is the sum of the quantised groups' damage."""
+
+    def __init__(self, groups: list[GroupResult]) -> None:
+        self.groups = groups
+
+    def score(self, quantised: frozenset[str]):
+        loss = sum(g.damage for g in self.groups if set(g.nodes) <= quantised)
+        return type("Score", (), {"pixel_agreement": 1.0 - loss, "fused_psnr": 50.0})()
+
+
+def test_mixed_precision_keeps_the_fewest_damaging_groups_high(monkeypatch):
+    from mrfs_edge.calibration import sensitivity
+
+    groups = [GroupResult(f"g{i}", [f"n{i}"], macs, 0.0, 0.0, damage)
+              for i, (macs, damage) in enumerate([(100, 0.001), (100, 0.012), (50, 0.0005), (10, 0.0001)])]
+    monkeypatch.setattr(sensitivity, "strip_qdq", lambda full, keep: frozenset(keep))
+    result = select_mixed_precision(None, _ScriptedEvaluator(groups), Budget(min_agreement=0.99), groups,
+                                    {f"n{i}": g.macs for i, g in enumerate(groups)})
+    assert result.kept_high == ["g1"]          # alone it breaks the 1 % budget; the rest fit together
+    assert result.met and result.int8_mac_fraction == pytest.approx(160 / 260)
+    assert set(result.quantized_nodes) == {"n0", "n2", "n3"}
+
+
+def test_pipeline_writes_a_conformant_qdq_model_with_measured_figures(tmp_path, demo_onnx):
+    from mrfs_edge.calibration.pipeline import CalibrationConfig, calibrate
+
+    (tmp_path / "eval.txt").write_text("00147D\n01110N\n")
+    artifacts = calibrate(demo_onnx, tmp_path / "out", PairFolder(SAMPLES, CALIB_SPLIT),
+                          CalibrationConfig(count=2, method="max", quantizer="ort", mixed_precision=False),
+                          PairFolder(SAMPLES, tmp_path / "eval.txt"), log=lambda _: None)
+    qdq = onnx.load(str(artifacts.qdq_onnx))
+    assert trt_rule_violations(qdq) == []
+    summary = json.loads(artifacts.summary_json.read_text())
+    assert summary["held_out"]["pairs"] == 2 and 0.9 < summary["held_out"]["pixel_agreement"] <= 1.0
+    assert summary["int8_mac_fraction"] == pytest.approx(1.0)
+    assert summary["calibration"]["names"] == ["00530D", "00720N"]    # one day, one night
+    metadata = {p.key: p.value for p in qdq.metadata_props}
+    assert "mrfs_edge.contract" in metadata and "mrfs_edge.quantization" in metadata
+    assert not (tmp_path / "out" / f"{Path(demo_onnx).stem}.int8-all.onnx").exists()
