@@ -109,7 +109,8 @@ def test_pipeline_writes_a_conformant_qdq_model_with_measured_figures(tmp_path, 
     assert trt_rule_violations(qdq) == []
     summary = json.loads(artifacts.summary_json.read_text())
     assert summary["held_out"]["pairs"] == 2 and 0.9 < summary["held_out"]["pixel_agreement"] <= 1.0
-    assert summary["int8_mac_fraction"] == pytest.approx(1.0)
+    assert summary["int8_layers"] == summary["weighted_layers"] > 100     # no mixed precision asked for
+    assert 0.5 < summary["int8_mac_fraction"] < 1.0   # attention MatMuls between activations stay high
     assert summary["calibration"]["names"] == ["00530D", "00720N"]    # one day, one night
     metadata = {p.key: p.value for p in qdq.metadata_props}
     assert "mrfs_edge.contract" in metadata and "mrfs_edge.quantization" in metadata

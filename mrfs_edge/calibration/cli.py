@@ -29,7 +29,10 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-dir", help="paired folder to calibrate on (default: bundled calibration pairs)")
     g.add_argument("--calib-split", help="split list inside --calib-dir")
     g.add_argument("--calib-count", type=int, default=16, help="pairs to calibrate on (stratified; default 16)")
-    g.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="entropy")
+    g.add_argument("--calib-method", choices=CALIBRATION_METHODS,
+                   help="activation ranges: percentile 99.999 %% (default for Q/DQ: robust to the long tails of "
+                        "attention and GELU outputs), entropy (KL), max; implicit TensorRT calibration: entropy "
+                        "(default) or max")
     g.add_argument("--quantizer", choices=("auto", "modelopt", "ort"), default="auto",
                    help="Q/DQ producer: ModelOpt when installed (auto), else ONNX Runtime quantize_static")
     g.add_argument("--accuracy-budget", type=parse_budget, default=Budget(), metavar="agreement=0.99,psnr=35,int8=0.5",
@@ -37,7 +40,7 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
                         "at least half the MACs in INT8)")
     g.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false",
                    help="quantise every Conv/MatMul/Gemm layer (no sensitivity analysis)")
-    g.add_argument("--sensitivity-pairs", type=int, default=2, help="calibration pairs scored per variant")
+    g.add_argument("--sensitivity-pairs", type=int, default=4, help="calibration pairs scored per variant (default 4)")
     g.add_argument("--eval-dir", help="held-out labelled pairs for the summary (default: bundled eval pairs)")
     g.add_argument("--eval-split", help="split list inside --eval-dir")
 
@@ -55,7 +58,7 @@ def folders_from_args(args: argparse.Namespace) -> tuple[PairFolder, PairFolder]
 def config_from_args(args: argparse.Namespace):
     from .pipeline import CalibrationConfig
 
-    return CalibrationConfig(count=args.calib_count, method=args.calib_method, quantizer=args.quantizer,
+    return CalibrationConfig(count=args.calib_count, method=args.calib_method or "percentile", quantizer=args.quantizer,
                              mixed_precision=args.mixed_precision, sensitivity_pairs=args.sensitivity_pairs,
                              budget=args.accuracy_budget)
 

@@ -29,7 +29,7 @@ from .sensitivity import Budget, QuantEvaluator, group_sensitivity, node_macs, s
 @dataclass
 class CalibrationConfig:
     count: int = 16
-    method: str = "entropy"            # entropy | max | percentile
+    method: str = "percentile"         # percentile (99.999 %) | entropy | max
     quantizer: str = "auto"            # auto (ModelOpt if installed) | modelopt | ort
     mixed_precision: bool = True
     sensitivity_pairs: int = 4
@@ -93,16 +93,21 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     macs = node_macs(fp32)
     total_macs = sum(macs.values())
     evaluator = QuantEvaluator(fp32, [calibration.feed(i) for i in range(min(config.sensitivity_pairs, len(calibration)))])
-    if config.mixed_precision:
+    full_score = evaluator.score(full)
+    if config.mixed_precision and not config.budget.met(full_score.pixel_agreement, full_score.fused_psnr, margin=True):
         groups = group_sensitivity(full, evaluator, config.budget, candidates, macs,
                                    progress=lambda items: tqdm(list(items), desc="sensitivity", unit="group"))
         selection = select_mixed_precision(full, evaluator, config.budget, groups, macs)
         keep = set(selection.quantized_nodes)
-        phase("sensitivity_and_selection")
         log(f"mixed precision: {len(selection.kept_high)} groups kept high "
             f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
     else:
         groups, selection, keep = [], None, set(candidates)
+        if config.mixed_precision:
+            log(f"every weighted layer in INT8 meets the budget with margin on {len(evaluator.feeds)} calibration "
+                f"pairs (agreement {100 * full_score.pixel_agreement:.2f}%, PSNR {full_score.fused_psnr:.1f} dB): "
+                "no layer needs higher precision, sensitivity analysis skipped")
+    phase("sensitivity_and_selection")
     quantizer = config.quantizer
     if quantizer == "auto":
         quantizer = "modelopt" if modelopt_available() else "ort"
@@ -131,7 +136,8 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
             "int8_mac_fraction": int8_fraction, "total_gmacs": total_macs / 1e9,
             "kept_high_precision": selection.kept_high if selection else [],
             "calibration_pairs_check": ({"agreement": selection.agreement, "fused_psnr": selection.psnr}
-                                        if selection else None),
+                                        if selection else {"agreement": full_score.pixel_agreement,
+                                                           "fused_psnr": full_score.fused_psnr}),
             "held_out": held_out,
             "sensitivity": [{"group": g.name, "layers": len(g.nodes), "gmacs": g.macs / 1e9,
                              "agreement": g.agreement, "fused_psnr": g.psnr, "damage": g.damage} for g in groups],

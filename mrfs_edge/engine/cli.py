@@ -147,7 +147,7 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
 
     calibrator = None
     if args.quant == "implicit" and args.precision in ("int8", "best"):
-        method = TRT_CALIBRATORS.get(args.calib_method)
+        method = TRT_CALIBRATORS.get(args.calib_method or "entropy")
         if method is None:
             raise ExportError(f"--calib-method {args.calib_method} has no TensorRT calibrator; use entropy or max")
         calib, _ = folders_from_args(args)

@@ -1,0 +1,98 @@
+"""The measured part of a model card: mIoU and per-class IoU of a checkpoint on labelled sets.
+
+``python -m mrfs_edge.train.model_card --checkpoint X --card MODEL_CARD.md --set NAME=FOLDER[:SPLIT] ...``
+re-evaluates the checkpoint and rewrites only the block between the card's result markers, so
+the prose (data, recipe, wall time) is written by a person and the figures never are. The block
+ends with the figures as JSON, which the tests read to re-check the card against the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from ..assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
+from ..classes import class_names_for
+from ..cli import run_cli
+from ..data.pairs import PairFolder
+from ..evaluation import evaluate_segmentation
+from ..metrics.segmentation import SegmentationScore
+from ..utils.files import write_bytes_atomic
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+_JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, folder: PairFolder) -> SegmentationScore:
+    """The authors' mIoU of ``checkpoint`` (PyTorch, CPU, FP32) over every pair of ``folder``."""
+    from ..model import load_checkpoint
+    from ..model.inference import torch_infer_fn
+
+    model = load_checkpoint(checkpoint)
+    classes = model.config.num_classes
+    return evaluate_segmentation(torch_infer_fn(model), folder, classes, class_names_for(classes))
+
+
+def results_markdown(results: dict[str, dict[str, object]]) -> str:
+    """Tables (mIoU, pixel accuracy, per-class IoU per set) followed by the same figures as JSON."""
+    names = list(next(iter(results.values()))["iou"])  # type: ignore[call-overload]
+    lines = ["| set | pairs | mIoU % | pixel acc % |", "| --- | --- | --- | --- |"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['pairs']} | {100 * r['miou']:.2f} | {100 * r['pixel_accuracy']:.2f} |")
+    lines += ["", "| class | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
+    for cls in names:
+        cells = []
+        for r in results.values():
+            iou = r["iou"].get(cls)  # type: ignore[union-attr]
+            cells.append("n/a" if iou is None else f"{100 * iou:.1f}")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", "```json", json.dumps(results, indent=1), "```"])
+
+
+def card_results(card: str | Path) -> dict[str, dict[str, object]]:
+    """The JSON figures recorded in a card's result block."""
+    text = Path(card).read_text(encoding="utf-8")
+    block = text[text.index(BEGIN):text.index(END)]
+    match = _JSON_BLOCK.search(block)
+    if match is None:
+        raise ValueError(f"{card}: no JSON figures between the result markers")
+    return json.loads(match.group(1))
+
+
+def update_card(card: Path, results: dict[str, dict[str, object]]) -> None:
+    text = card.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{card}: needs the markers {BEGIN} and {END} where the results go")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    write_bytes_atomic(card, f"{head}{BEGIN}\n{results_markdown(results)}\n{END}{tail}".encode())
+
+
+def _parse_set(text: str) -> tuple[str, PairFolder]:
+    name, _, location = text.partition("=")
+    folder, _, split = location.partition(":")
+    if not name or not folder:
+        raise ValueError(f"--set {text!r}: use NAME=FOLDER[:SPLIT]")
+    return name, PairFolder(folder, split or None, require_labels=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mrfs_edge.train.model_card", description=__doc__)
+    p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
+    p.add_argument("--card", default=str(DEMO_MODEL_CARD))
+    p.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER[:SPLIT]")
+    args = p.parse_args(argv)
+    results: dict[str, dict[str, object]] = {}
+    for text in args.sets:
+        name, folder = _parse_set(text)
+        score = evaluate_checkpoint(args.checkpoint, folder)
+        results[name] = {"folder": str(folder.root), "pairs": len(folder), **score.as_dict()}
+        print(f"{name}: mIoU {100 * score.miou:.2f}% over {len(folder)} pairs", file=sys.stderr)
+    update_card(Path(args.card), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
