@@ -30,6 +30,7 @@ from mrfs_edge.errors import ModelFileError, SourceError
 from mrfs_edge.runtime import (ImageFolderSink, Pipeline, PipelineOptions, Registration, VideoFileSink, composite,
                                fit_to_model, open_sinks, restore_outputs)
 from mrfs_edge.runtime.cli import run_main
+from mrfs_edge.runtime.pipeline import argmax_classes
 from test_runtime_sources import FakeCamera, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +125,15 @@ def test_other_frame_sizes_are_fitted_and_outputs_mapped_back(tmp_path, size, re
     assert labels.shape == size and labels.dtype == np.uint8 and fused.shape == (*size, 3)
     if not resized:                                        # padding only: the fused output is the input
         assert np.array_equal(fused, visible)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_argmax_classes_equals_numpy_argmax_including_ties(dtype):
+    rng = np.random.default_rng(3)
+    for logits in (rng.normal(size=(9, 48, 64)), rng.integers(0, 3, size=(9, 48, 64))):   # the second: many ties
+        logits = logits.astype(dtype)
+        labels = argmax_classes(logits)
+        assert labels.dtype == np.uint8 and np.array_equal(labels, logits.argmax(axis=0))
 
 
 def test_uint8_labels_model_agrees_with_float_logits_model(tmp_path, model):

@@ -22,9 +22,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qsl
 
 import cv2
@@ -112,11 +113,13 @@ class Source(ABC):
         """Stream time of a file frame (live frames are stamped at capture instead)."""
         return index / self.fps
 
-    def open(self) -> "Source":
+    def open(self) -> Self:
+        """Open (again) for reading; a closed file source starts over from its first frame."""
         if not self._opened:
             self._closing.clear()
             self._open()
             self._opened = True
+            self._index = 0
         return self
 
     def interrupt(self) -> None:
@@ -342,17 +345,20 @@ def open_source(uri: str, role: str = "visible", retries: int = 5, backoff_s: fl
     scheme, _, rest = uri.partition("://") if "://" in uri else ("", "", uri)
     location, _, query = rest.partition("?")
     options = dict(parse_qsl(query))
-    live = {"retries": retries, "backoff_s": backoff_s, "live": True}
+    def live(target: str, api: int, settings: tuple[tuple[int, float], ...] = ()) -> CaptureSource:
+        return CaptureSource(uri, role, target=target, live=True, api=api, settings=settings,
+                             retries=retries, backoff_s=backoff_s)
+
     if scheme == "csi":
         _require_gstreamer(uri)
-        return CaptureSource(uri, role, target=csi_pipeline(location, options), api=cv2.CAP_GSTREAMER, **live)
+        return live(csi_pipeline(location, options), cv2.CAP_GSTREAMER)
     if scheme == "gst":
         _require_gstreamer(uri)
-        return CaptureSource(uri, role, target=rest, api=cv2.CAP_GSTREAMER, **live)
+        return live(rest, cv2.CAP_GSTREAMER)
     if scheme in ("rtsp", "rtsps", "http", "https", "rtmp"):
-        return CaptureSource(uri, role, target=uri, api=cv2.CAP_FFMPEG, **live)
+        return live(uri, cv2.CAP_FFMPEG)
     if scheme == "v4l2" or (not scheme and location.startswith("/dev/video")):
-        return CaptureSource(uri, role, target=location, api=cv2.CAP_V4L2, settings=v4l2_settings(options), **live)
+        return live(location, cv2.CAP_V4L2, v4l2_settings(options))
     if scheme not in ("", "file"):
         raise SourceError(f"{redact(uri)}: unknown source scheme '{scheme}://' "
                           "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)")
@@ -388,7 +394,8 @@ class _LiveReader(threading.Thread):
 
     def __init__(self, source: Source, buffer: int, ready: threading.Condition) -> None:
         super().__init__(name=f"capture-{source.role}", daemon=True)
-        self.source, self.frames, self.ready = source, deque(maxlen=buffer), ready
+        self.source, self.ready = source, ready
+        self.frames: deque[Frame] = deque(maxlen=buffer)
         self.error: BaseException | None = None
         self.ended = False
         self.stopping = threading.Event()
@@ -449,7 +456,8 @@ class PairedSource:
             self.visible.close()
             self.infrared.close()
 
-    def __iter__(self) -> Iterator[tuple[Frame, Frame]]:
+    def __iter__(self) -> Generator[tuple[Frame, Frame], None, None]:
+        """Pairs until a source ends; closing the generator (or its end) releases both sources."""
         self.open()
         try:
             yield from (self._live_pairs() if self.live else self._file_pairs())

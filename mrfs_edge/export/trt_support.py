@@ -92,7 +92,8 @@ def compatibility_report(model: onnx.ModelProto) -> CompatReport:
     """Inspect ``model`` (shape inference is run on a copy for tensor types)."""
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     counts = Counter(node.op_type for node in model.graph.node)
-    support = {op: dict(SUPPORT[op]) if op in SUPPORT else {v: None for v in VERSIONS} for op in counts}
+    support: dict[str, dict[str, bool | None]] = {
+        op: dict(SUPPORT[op]) if op in SUPPORT else dict.fromkeys(VERSIONS) for op in counts}
     inferred = onnx.shape_inference.infer_shapes(model)
     value_infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
     int64 = sorted(v.name for v in value_infos if v.type.tensor_type.elem_type == TensorProto.INT64)

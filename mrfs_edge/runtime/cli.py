@@ -1,4 +1,5 @@
-"""Command lines of the lean runtime: ``runtime/run.py`` and ``runtime/register.py`` (torch-free).
+"""Command lines of the lean runtime: ``runtime/run.py``, ``runtime/register.py`` and
+``benchmarks/runtime_fps.py`` (torch-free).
 
 Every failure is reported as ``error: <one line>`` on stderr with exit code 2; a user on a
 vehicle never reads a traceback for a missing camera or a bad file.
@@ -10,14 +11,16 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from .. import assets
 from ..cli import run_cli
 from ..errors import MrfsEdgeError
 
 RUNS = Path("runs") / "runtime"
-JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible csi://0 "
-                  "--infrared 'v4l2:///dev/video1?format=Y16' --registration ir_to_vis.yaml --output drive.mp4")
+JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
+                  "--infrared 'v4l2:///dev/video1?format=Y16' --registration ir_to_vis.yaml "
+                  "--output display://0 --output drive.mp4")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -25,14 +28,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+class Main(Protocol):
+    """A script's entry point: ``argv`` defaults to the command line."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
+
+
+def guarded(main: Callable[[Sequence[str] | None], int]) -> Main:
     """The toolkit's :func:`~mrfs_edge.cli.run_cli`, plus one line for unexpected errors too.
 
     On a vehicle even an OpenCV or ONNX Runtime internal error must not end in a traceback.
     """
     def wrapper(argv: Sequence[str] | None = None) -> int:
         try:
-            return run_cli(main, argv)
+            return run_cli(main, None if argv is None else list(argv))
         except Exception as exc:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             return 2
@@ -92,20 +101,18 @@ def _quiet_opencv() -> None:
 
 
 def _default_model() -> Path:
-    """The bundled demo model as ONNX (lead engineer's ``assets.default_onnx``; torch only on first use)."""
+    """The bundled demo model as ONNX (``assets.default_onnx``, which says which file; torch only on first use)."""
     make = getattr(assets, "default_onnx", None)
     if make is None:
         raise MrfsEdgeError("no --model given and this checkout has no mrfs_edge.assets.default_onnx(); "
                             "pass --model PATH.onnx")
     try:
-        path = Path(make())
+        return Path(make())
     except MrfsEdgeError:
         raise
     except Exception as exc:
         raise MrfsEdgeError(f"no --model given and the bundled demo model could not be prepared as ONNX "
                             f"({_one_line(exc)}); pass --model PATH.onnx") from exc
-    assets.announce(f"no --model given: using the bundled demo model as ONNX ({path})")
-    return path
 
 
 def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
@@ -159,6 +166,48 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     print(f"{frames['written']} frames in {log['wall_s']:.1f} s ({log['fps']:.1f} fps), "
           f"{frames['dropped_before_model'] + frames['dropped_before_output']} dropped, "
           f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path}", file=sys.stderr)
+    return 0
+
+
+# --- throughput benchmark ----------------------------------------------------------------------
+
+def fps_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="benchmarks/runtime_fps.py",
+        description="End-to-end FPS of the runtime pipeline (capture → preprocess → model → postprocess → "
+                    "composite) against model-only FPS, on the same runner and frames.",
+        epilog="example: benchmarks/runtime_fps.py --threads 1 --frames 50 --json runs/runtime_fps.json")
+    parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0: its default)")
+    parser.add_argument("--visible", help="visible URI, as for runtime/run.py (default: bundled samples); "
+                                          "files are replayed until enough frames")
+    parser.add_argument("--infrared", help="infrared URI, as --visible")
+    parser.add_argument("--frames", type=int, default=50, help="frames timed per measurement (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="frames run before timing (default 5)")
+    parser.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    return parser
+
+
+@guarded
+def fps_main(argv: Sequence[str] | None = None) -> int:
+    from ..backends import ENGINE_SUFFIXES, open_runner
+    from ..data.sources import open_pair
+    from ..utils.files import write_json_atomic
+    from .throughput import measure_throughput
+
+    args = fps_parser().parse_args(argv)
+    if args.frames < 1 or args.warmup < 0:
+        raise MrfsEdgeError(f"--frames must be >= 1 and --warmup >= 0 (got {args.frames}, {args.warmup})")
+    _quiet_opencv()
+    visible, infrared = _default_sources(args)
+    model = Path(args.model) if args.model else _default_model()
+    onnx = model.suffix.lower() not in ENGINE_SUFFIXES
+    runner = open_runner(model, **({"threads": args.threads} if onnx and args.threads else {}))
+    with runner:
+        result = measure_throughput(runner, open_pair(visible, infrared), args.frames, args.warmup)
+    print(result.table())
+    if args.json:
+        print(f"wrote {write_json_atomic(args.json, result.as_dict())}")
     return 0
 
 

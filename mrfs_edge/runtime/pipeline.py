@@ -1,10 +1,14 @@
-"""The real-time loop: capture, inference and output in three threads joined by bounded queues.
+"""The real-time loop: capture, preprocess, model, postprocess and output, one thread each.
 
-Cameras do not wait for a slow model, so with live sources each queue keeps only the newest
-frames and counts the ones it drops (latency stays bounded instead of growing without end);
-with files every frame is processed and the reader waits instead. Per-stage timings and FPS
-go to a status line and, at the end, to a JSON log. Ctrl-C or SIGTERM stops capture, lets the
-queued frames finish and always finalises outputs, so a video file is playable after a stop.
+Each stage hands its result to the next through a small bounded queue, so while the model runs
+on frame *n*, frame *n+1* is being prepared and frame *n-1* restored and drawn: with pre/post
+work off the model's thread the loop runs at the model's own rate (see
+:mod:`mrfs_edge.runtime.throughput`). Cameras do not wait for a slow model, so with live sources
+the queue before the model and the one after it keep only the newest frames and count the ones
+they drop (latency stays bounded instead of growing without end); with files every frame is
+processed and the reader waits instead. Per-stage timings and FPS go to a status line and, at the
+end, to a JSON log. Ctrl-C or SIGTERM stops capture, lets the queued frames finish and always
+finalises outputs, so a video file is playable after a stop.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..backends.base import Runner
@@ -54,6 +60,24 @@ def fit_to_model(visible: np.ndarray, infrared: np.ndarray,
     return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}, fit
 
 
+def argmax_classes(logits: np.ndarray) -> np.ndarray:
+    """Per-pixel class (uint8 ``H×W``) of ``C×H×W`` logits; ties keep the lower class, as argmax does.
+
+    Float32 logits go plane by plane through OpenCV (a running maximum and a mask per class),
+    about ten times faster than ``logits.argmax(axis=0)``, which walks the class axis with a
+    stride of H·W: on a small board every CPU millisecond here is taken from the model.
+    """
+    if logits.dtype != np.float32:
+        return logits.argmax(axis=0).astype(np.uint8)
+    best = logits[0].copy()
+    labels = np.zeros(logits.shape[1:], np.uint8)
+    for c in range(1, len(logits)):
+        higher = cv2.compare(logits[c], best, cv2.CMP_GT)          # 255 where class c leads so far
+        cv2.max(best, logits[c], dst=best)
+        labels = cv2.bitwise_or(cv2.bitwise_and(labels, cv2.bitwise_not(higher)), cv2.bitwise_and(higher, c))
+    return labels
+
+
 def restore_outputs(outputs: dict[str, np.ndarray], contract: ModelContract,
                     fit: FrameFit) -> tuple[np.ndarray, np.ndarray]:
     """``(labels H×W uint8, fused RGB H×W×3 uint8)`` at the frame's own size.
@@ -62,7 +86,7 @@ def restore_outputs(outputs: dict[str, np.ndarray], contract: ModelContract,
     CPU than a Jetson can spare per frame, and label-output models allow nothing else.
     """
     seg = outputs[contract.seg_name][0]
-    labels = fit.restore((seg.argmax(axis=0) if seg.ndim == 3 else seg).astype(np.uint8), nearest=True)
+    labels = fit.restore(argmax_classes(seg) if seg.ndim == 3 else seg.astype(np.uint8), nearest=True)
     fused = outputs["fused"][0]
     fused = fit.restore(fused.transpose(2, 0, 1) if contract.uint8_io else fused)
     return np.ascontiguousarray(labels), np.ascontiguousarray(fused_to_rgb(fused))
@@ -71,21 +95,25 @@ def restore_outputs(outputs: dict[str, np.ndarray], contract: ModelContract,
 # --- plumbing ---------------------------------------------------------------------------------
 
 class FrameQueue:
-    """Bounded hand-over between two threads: drop the oldest item (live) or wait (files)."""
+    """Bounded hand-over between two threads: drop the oldest item (live) or wait (files).
 
-    def __init__(self, maxsize: int, drop_oldest: bool, stopping: threading.Event) -> None:
+    A waiting producer never loses an item at a stop: consumers drain their queue until it is
+    closed. Only a consumer that has gone (an error) ``abandon``-s it, which releases the producer.
+    """
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
         self.items: deque[Any] = deque()
-        self.maxsize, self.drop_oldest, self.stopping = max(1, maxsize), drop_oldest, stopping
+        self.maxsize, self.drop_oldest = max(1, maxsize), drop_oldest
         self.dropped = 0
-        self.closed = False
+        self.closed = self.abandoned = False
         self._cond = threading.Condition()
 
     def put(self, item: Any) -> None:
         with self._cond:
-            while len(self.items) >= self.maxsize and not self.drop_oldest:
-                if self.stopping.is_set():
-                    return
+            while len(self.items) >= self.maxsize and not self.drop_oldest and not self.abandoned:
                 self._cond.wait(timeout=0.1)
+            if self.abandoned:
+                return
             if len(self.items) >= self.maxsize:
                 self.items.popleft()
                 self.dropped += 1
@@ -102,21 +130,36 @@ class FrameQueue:
             return item
 
     def close(self) -> None:
+        """Producer side: nothing more will come."""
         with self._cond:
             self.closed = True
             self._cond.notify_all()
 
+    def abandon(self) -> None:
+        """Consumer side: nothing more will be taken; pending and future items are discarded."""
+        with self._cond:
+            self.abandoned = True
+            self.items.clear()
+            self._cond.notify_all()
+
 
 class RunStats:
-    """Per-stage wall times (whole-run mean, recent percentiles) and frame counters."""
+    """Per-stage wall times (whole-run mean, recent percentiles) and frame counters.
 
-    def __init__(self, window: int = 1024) -> None:
+    ``warmup`` output frames are left out of :meth:`steady_fps`: the first frames pay for
+    session start-up and for filling the stages, which a throughput figure must not include.
+    """
+
+    def __init__(self, window: int = 1024, warmup: int = 0) -> None:
         self.started = time.perf_counter()
-        self.recent = {stage: deque(maxlen=window) for stage in STAGES}
+        self.recent: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
         self.totals = dict.fromkeys(STAGES, 0.0)
         self.counts = dict.fromkeys(STAGES, 0)
         self.output_times: deque[float] = deque(maxlen=30)
         self.captured = self.processed = self.written = 0
+        self.warmup = warmup
+        self.steady_started: float | None = None if warmup else self.started
+        self.last_written: float | None = None
         self._lock = threading.Lock()
 
     def add(self, stage: str, seconds: float) -> None:
@@ -126,9 +169,26 @@ class RunStats:
             self.counts[stage] += 1
 
     def mark_written(self) -> None:
+        now = time.perf_counter()
         with self._lock:
             self.written += 1
-            self.output_times.append(time.perf_counter())
+            self.output_times.append(now)
+            self.last_written = now
+            if self.written == self.warmup:
+                self.steady_started = now
+
+    @property
+    def steady_frames(self) -> int:
+        """Frames written after the warm-up ones."""
+        return max(self.written - self.warmup, 0)
+
+    def steady_fps(self) -> float:
+        """Output rate after the warm-up frames (whole run when ``warmup`` is 0)."""
+        with self._lock:
+            start, end, frames = self.steady_started, self.last_written, self.steady_frames
+        if start is None or end is None or frames == 0 or end <= start:
+            return 0.0
+        return frames / (end - start)
 
     @property
     def elapsed_s(self) -> float:
@@ -148,7 +208,7 @@ class RunStats:
         return 1000.0 * sum(recent) / len(recent) if recent else 0.0
 
     def summary(self) -> dict[str, dict[str, float]]:
-        result = {}
+        result: dict[str, dict[str, float]] = {}
         with self._lock:
             for stage in STAGES:
                 recent = np.asarray(self.recent[stage]) * 1000.0
@@ -169,6 +229,18 @@ class PipelineOptions:
     status_interval_s: float = 1.0      # 0: no status line
     log_path: Path | None = None
     max_width: int = 2560               # composite width cap
+    warmup_frames: int = 0              # output frames left out of the log's steady_fps
+
+
+@dataclass
+class _Prepared:
+    """A pair on its way through the model (``outputs`` filled in by the model stage)."""
+
+    visible: Frame
+    infrared8: np.ndarray
+    feed: dict[str, np.ndarray]
+    fit: FrameFit
+    outputs: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -189,13 +261,18 @@ class Pipeline:
         self.thermal = thermal or ThermalAGC()
         self.registration, self.registration_path = registration, registration_path
         self.options = options or PipelineOptions()
-        self.stats = RunStats()
+        self.stats = RunStats(warmup=self.options.warmup_frames)
         self.stopped_by = "end"
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         drop = self.options.drop_oldest if self.options.drop_oldest is not None else source.live
-        self.frames = FrameQueue(self.options.queue_size, drop, self._stopping)
-        self.results = FrameQueue(self.options.queue_size, drop, self._stopping)
+        # Live frames are dropped only before preprocessing (so no work is spent on a frame that is
+        # then thrown away) and after the model (raw outputs, cheapest to drop). The hand-overs in
+        # between wait and hold one item: enough to keep the model busy, no added latency.
+        self.frames = FrameQueue(self.options.queue_size, drop)
+        self.feeds = FrameQueue(1, False)
+        self.results = FrameQueue(self.options.queue_size, drop)
+        self.restored = FrameQueue(1, False)
 
     @property
     def contract(self) -> ModelContract:
@@ -214,8 +291,7 @@ class Pipeline:
     # --- stages ---------------------------------------------------------------------------
 
     def _capture(self) -> None:
-        pairs = iter(self.source)
-        try:
+        with closing(self.source.__iter__()) as pairs:     # a generator: closing releases the sources
             while not self._stopping.is_set():
                 start = time.perf_counter()
                 pair = next(pairs, None)
@@ -226,8 +302,6 @@ class Pipeline:
                 self.frames.put(pair)
                 if self.options.max_frames and self.stats.captured >= self.options.max_frames:
                     self.stop("max_frames")
-        finally:
-            pairs.close()   # type: ignore[attr-defined]  (a generator: releases the sources)
 
     def prepare(self, visible: Frame, infrared: Frame) -> tuple[np.ndarray, dict[str, np.ndarray], FrameFit]:
         """Gain control, registration, size check and model feed for one pair."""
@@ -242,20 +316,34 @@ class Pipeline:
         feed, fit = fit_to_model(visible.image, infrared8, self.contract)
         return infrared8, feed, fit
 
-    def _infer(self) -> None:
-        while (pair := self.frames.get()) is not None and self._error is None:
+    def _take(self, queue: FrameQueue) -> Any | None:
+        """The next item for a stage, or ``None`` when its input ended or another stage failed."""
+        item = queue.get()
+        return item if self._error is None else None
+
+    def _preprocess(self) -> None:
+        while (pair := self._take(self.frames)) is not None:
             visible, infrared = pair
             start = time.perf_counter()
             infrared8, feed, fit = self.prepare(visible, infrared)
-            model_start = time.perf_counter()
-            outputs = self.runner.infer(feed)
-            post_start = time.perf_counter()
-            labels, fused = restore_outputs(outputs, self.contract, fit)
-            self.stats.add("preprocess", model_start - start)
-            self.stats.add("model", post_start - model_start)
-            self.stats.add("postprocess", time.perf_counter() - post_start)
+            self.stats.add("preprocess", time.perf_counter() - start)
+            self.feeds.put(_Prepared(visible, infrared8, feed, fit))
+
+    def _model(self) -> None:
+        while (item := self._take(self.feeds)) is not None:
+            start = time.perf_counter()
+            item.outputs = self.runner.infer(item.feed)
+            self.stats.add("model", time.perf_counter() - start)
             self.stats.processed += 1
-            self.results.put(_Processed(visible, infrared8, labels, fused))
+            item.feed = {}             # the inputs are done with: free them while the frame waits
+            self.results.put(item)
+
+    def _postprocess(self) -> None:
+        while (item := self._take(self.results)) is not None:
+            start = time.perf_counter()
+            labels, fused = restore_outputs(item.outputs, self.contract, item.fit)
+            self.stats.add("postprocess", time.perf_counter() - start)
+            self.restored.put(_Processed(item.visible, item.infrared8, labels, fused))
 
     def status_text(self, what: str) -> str:
         """``what`` (frame name on the composite, frame count on the console) plus rate and drops."""
@@ -263,7 +351,7 @@ class Pipeline:
 
     def _output(self) -> None:
         contract = self.contract
-        while (item := self.results.get()) is not None:
+        while (item := self._take(self.restored)) is not None:
             start = time.perf_counter()
             image = composite(item.visible.image, item.infrared8, item.fused, item.labels, contract.class_names,
                               contract.palette, self.status_text(item.visible.name), self.options.max_width)
@@ -275,7 +363,9 @@ class Pipeline:
             self.stats.add("output", time.perf_counter() - start)
             self.stats.mark_written()
 
-    def _spawn(self, name: str, body: Callable[[], None], downstream: FrameQueue | None) -> threading.Thread:
+    def _spawn(self, name: str, body: Callable[[], None], inbox: FrameQueue | None,
+               outbox: FrameQueue | None) -> threading.Thread:
+        """Start one stage; however it ends, its output is closed and its input abandoned."""
         def guarded() -> None:
             try:
                 body()
@@ -284,8 +374,10 @@ class Pipeline:
                     self._error = exc
                 self.stop("error")
             finally:
-                if downstream is not None:
-                    downstream.close()
+                if outbox is not None:
+                    outbox.close()
+                if inbox is not None:
+                    inbox.abandon()
         thread = threading.Thread(target=guarded, name=name, daemon=True)
         thread.start()
         return thread
@@ -295,10 +387,13 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         """Process until the sources end, ``max_frames``, a signal or ``stop()``; returns the log."""
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.stats = RunStats(warmup=self.options.warmup_frames)   # timed from here, not construction
         restore = self._install_signal_handlers()
-        threads = [self._spawn("capture", self._capture, self.frames),
-                   self._spawn("inference", self._infer, self.results),
-                   self._spawn("output", self._output, None)]
+        threads = [self._spawn("capture", self._capture, None, self.frames),
+                   self._spawn("preprocess", self._preprocess, self.frames, self.feeds),
+                   self._spawn("model", self._model, self.feeds, self.results),
+                   self._spawn("postprocess", self._postprocess, self.results, self.restored),
+                   self._spawn("output", self._output, self.restored, None)]
         try:
             last_status = time.perf_counter()
             while threads[-1].is_alive():
@@ -324,7 +419,7 @@ class Pipeline:
         return log
 
     def _close_sinks(self) -> list[BaseException]:
-        errors = []
+        errors: list[BaseException] = []
         for sink in self.sinks:
             try:
                 sink.close()
@@ -380,6 +475,8 @@ class Pipeline:
                        "dropped_before_output": self.results.dropped, "unpaired": self.source.unpaired},
             "reconnects": {"visible": self.source.visible.reconnects, "infrared": self.source.infrared.reconnects},
             "wall_s": round(elapsed, 3), "fps": round(self.stats.written / elapsed, 3) if elapsed > 0 else 0.0,
+            "steady": {"after_frames": self.stats.warmup, "frames": self.stats.steady_frames,
+                       "fps": round(self.stats.steady_fps(), 3)},
             "stages": self.stats.summary(),
             "stopped_by": "error" if self._error is not None else self.stopped_by,
             "error": str(self._error).splitlines()[0] if self._error is not None and str(self._error) else None,

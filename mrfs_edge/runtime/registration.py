@@ -97,7 +97,7 @@ def load_registration(path: str | os.PathLike[str]) -> Registration:
         raise RegistrationError(f"{path}: visible_size must be [width, height], got {size}")
     try:
         return Registration(str(data.get("type", "homography")), data["matrix"],
-                            tuple(int(v) for v in size) if size else None, data.get("rms_error_px"))
+                            (int(size[0]), int(size[1])) if size else None, data.get("rms_error_px"))
     except (RegistrationError, ValueError, TypeError) as exc:
         raise RegistrationError(f"{path}: {exc}") from exc
 
