@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 from tqdm import tqdm
@@ -41,7 +42,7 @@ class CalibrationArtifacts:
     qdq_onnx: Path
     range_table: Path
     summary_json: Path
-    summary: dict[str, object]
+    summary: dict[str, Any]
 
 
 def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict]:
@@ -49,7 +50,7 @@ def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict
 
 
 def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: PairFolder | None,
-                       contract: ModelContract, label: str, log: Callable[[str], None]) -> dict[str, object] | None:
+                       contract: ModelContract, label: str, log: Callable[[str], None]) -> dict[str, Any] | None:
     """Run ``variant`` and the FP32 model on every pair of ``folder``; agreement and fused PSNR/SSIM.
 
     Used for the Q/DQ model here and for the emulated FP16 graph by the engine builder, so the
