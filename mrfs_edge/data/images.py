@@ -38,7 +38,10 @@ def read_infrared(path: str | os.PathLike[str]) -> np.ndarray:
     """
     image = _read(Path(path), cv2.IMREAD_UNCHANGED)
     if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
+        # Decode again the authors' way: the decoder's own grey conversion differs from
+        # cvtColor (±1 for PNG; JPEG decodes luma directly).
+        depth = cv2.IMREAD_ANYDEPTH if image.dtype == np.uint16 else 0
+        image = _read(Path(path), cv2.IMREAD_GRAYSCALE | depth)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{path}: infrared image has unsupported pixel type {image.dtype}")
     return image

@@ -85,6 +85,26 @@ def trace_to_onnx(model: MRFS, contract: ModelContract, options: ExportOptions, 
     return onnx.load(str(path))
 
 
+def declare_output_shapes(model: onnx.ModelProto, contract: ModelContract) -> None:
+    """Declare every output dim (static ones as numbers, dynamic ones by axis name).
+
+    The tracer leaves the segmentation output of dynamic graphs with anonymous dims
+    (``Resizeseg_logits_dim_1``), hiding even the class count from ONNX consumers.
+    """
+    n, h, w = contract.batch, contract.height, contract.width
+    shapes = {contract.seg_name: [n, h, w] if contract.seg_output == "labels" else [n, contract.num_classes, h, w],
+              "fused": [n, h, w, 3] if contract.uint8_io else [n, 3, h, w]}
+    axes = _dynamic_axes(contract) or {}
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for i, value in enumerate(shapes.get(output.name, [])[: len(dims)]):
+            name = axes.get(output.name, {}).get(i)
+            if name:
+                dims[i].dim_param = name
+            else:
+                dims[i].dim_value = value
+
+
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant folding and shape simplification with onnxslim (a maintained simplifier)."""
     import onnxslim
@@ -107,6 +127,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
         graph = trace_to_onnx(model, contract, options, tmp)  # an onnx.ModelProto
         if options.simplify:
             graph = simplify(graph)
+        declare_output_shapes(graph, contract)
         if options.decompose_layernorm and any(n.op_type == "LayerNormalization" for n in graph.graph.node):
             raise ExportError(f"{output}: LayerNormalization left in a --trt-compat 8.5 graph")
         contract.fp32_nodes = fp16_sensitive_nodes(graph)
@@ -133,4 +154,4 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
     return ExportResult(output, contract, parity, report, export_seconds, size)
 
 
-__all__ = ["ExportResult", "export_onnx", "build_contract", "trace_to_onnx"]
+__all__ = ["ExportResult", "export_onnx", "build_contract", "trace_to_onnx", "declare_output_shapes"]

@@ -31,9 +31,12 @@ def chroma(image: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def adjust_contrast(image: Tensor, factor: float) -> Tensor:
-    """torchvision's ``adjust_contrast``: blend with the per-image mean grey, clamp to [0, 1]."""
+    """torchvision's ``adjust_contrast``: blend with the per-image mean grey, clamp to [0, 1].
+
+    The grey is torchvision's ``rgb_to_grayscale`` (0.2989, not 0.299, for red).
+    """
     r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
-    mean = (0.299 * r + 0.587 * g + 0.114 * b).mean(dim=(1, 2, 3), keepdim=True)
+    mean = (0.2989 * r + 0.587 * g + 0.114 * b).mean(dim=(1, 2, 3), keepdim=True)
     return (factor * image + (1.0 - factor) * mean).clamp(0.0, 1.0)
 
 
