@@ -1,0 +1,11 @@
+"""The benchmark harness behind ``benchmarks/run.py`` (needs the ``export`` extra: PyTorch, ONNX, matplotlib).
+
+Rows are modes (PyTorch FP32 eager as the reference, ONNX Runtime FP32 / emulated FP16 / INT8
+Q/DQ, TensorRT engines where present); each gets latency, memory, accuracy against ground truth
+and against the reference, and fusion quality, in ``report.json``, ``report.md`` and plots.
+"""
+from .compare import compare_files, compare_reports
+from .harness import BenchConfig, BenchResult, run_benchmark
+from .modes import MODES, REFERENCE
+
+__all__ = ["BenchConfig", "BenchResult", "run_benchmark", "compare_files", "compare_reports", "MODES", "REFERENCE"]

@@ -1,0 +1,222 @@
+"""The benchmark's rows: which model file each mode runs, on which backend, and how it is made.
+
+A mode is a (runtime, precision) pair. PyTorch FP32 eager is the reference every other row is
+compared with. The ONNX files are produced on demand and reused (the FP32 export, the emulated
+FP16 graph, the calibrated Q/DQ graph), so a mode that is not asked for costs nothing, and a
+mode whose file cannot be made becomes a row of nulls with the reason instead of ending the run.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..assets import DEMO_CHECKPOINT, DEMO_INPUT_SIZE, announce
+from ..backends.base import Runner
+from ..errors import ModelFileError
+
+if TYPE_CHECKING:
+    from ..calibration.pipeline import CalibrationConfig
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One row of the report."""
+
+    name: str
+    label: str
+    runtime: str          # pytorch | onnxruntime | tensorrt
+    precision: str        # fp32 | fp16 | int8
+    emulated: bool        # numerics of a target precision reproduced elsewhere, not measured on it
+
+
+MODES: dict[str, Mode] = {m.name: m for m in (
+    Mode("pytorch-fp32", "PyTorch FP32 eager (reference)", "pytorch", "fp32", False),
+    Mode("onnxruntime-fp32", "ONNX Runtime FP32", "onnxruntime", "fp32", False),
+    Mode("onnxruntime-fp16", "FP16 graph on ONNX Runtime (emulated)", "onnxruntime", "fp16", True),
+    Mode("onnxruntime-int8", "INT8 Q/DQ graph on ONNX Runtime", "onnxruntime", "int8", False),
+    Mode("tensorrt-fp32", "TensorRT FP32 engine", "tensorrt", "fp32", False),
+    Mode("tensorrt-fp16", "TensorRT FP16 engine", "tensorrt", "fp16", False),
+    Mode("tensorrt-int8", "TensorRT INT8 engine", "tensorrt", "int8", False),
+)}
+REFERENCE = "pytorch-fp32"
+ALIASES = {"pytorch": "pytorch-fp32", "torch": "pytorch-fp32",
+           **{f"ort-{p}": f"onnxruntime-{p}" for p in ("fp32", "fp16", "int8")},
+           **{f"trt-{p}": f"tensorrt-{p}" for p in ("fp32", "fp16", "int8")}}
+# An engine's sidecar precision → its row; "best" mixes INT8 and FP16, reported with INT8.
+ENGINE_PRECISION_MODES = {"fp32": "tensorrt-fp32", "fp16": "tensorrt-fp16", "int8": "tensorrt-int8",
+                          "best": "tensorrt-int8"}
+
+
+def parse_modes(items: Sequence[str] | None) -> list[str]:
+    """Mode names from ``--modes`` items (space or comma separated, aliases allowed), in table order.
+
+    The reference is always included: every other row's accuracy is measured against it.
+    """
+    if not items:
+        return list(MODES)
+    wanted = set()
+    for item in items:
+        for name in filter(None, (part.strip().lower() for part in item.split(","))):
+            name = ALIASES.get(name, name)
+            if name not in MODES:
+                raise ValueError(f"--modes: unknown mode '{name}' (choose from {', '.join(MODES)}; "
+                                 f"short forms {', '.join(ALIASES)})")
+            wanted.add(name)
+    if REFERENCE not in wanted:
+        announce(f"--modes: adding {REFERENCE}, the reference the other rows are compared with")
+        wanted.add(REFERENCE)
+    return [name for name in MODES if name in wanted]
+
+
+@dataclass
+class ModelFiles:
+    """The model file behind each mode, made the first time a mode asks for it and kept.
+
+    ``onnx``/``qdq``/``engines`` are files the user gave (used as they are); everything else is
+    written under ``work_dir``. ``batch`` > 1 exports the FP32 graph with a dynamic batch axis.
+    ``calibration`` is a :class:`~mrfs_edge.calibration.pipeline.CalibrationConfig` (None: defaults).
+    """
+
+    checkpoint: Path
+    height: int
+    width: int
+    work_dir: Path
+    max_batch: int = 1
+    threads: int = 0
+    onnx: Path | None = None
+    qdq: Path | None = None
+    engines: dict[str, Path] = field(default_factory=dict)
+    calibration: CalibrationConfig | None = None
+    log: Callable[[str], None] = announce
+    _made: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
+
+    def path_for(self, mode: Mode) -> Path:
+        """The file ``mode`` runs: the checkpoint for PyTorch, an ONNX file or an engine otherwise."""
+        if mode.runtime == "pytorch":
+            return self.checkpoint
+        if mode.runtime == "tensorrt":
+            return self._engine(mode)
+        return {"fp32": self.fp32_onnx, "fp16": self.fp16_onnx, "int8": self.qdq_onnx}[mode.precision]()
+
+    def open(self, mode: Mode) -> Runner:
+        """A runner for ``mode`` (not activated)."""
+        if mode.runtime == "pytorch":
+            from ..backends.torch_runner import TorchRunner
+
+            return TorchRunner(self.checkpoint, self.height, self.width, self.threads)
+        from ..backends import open_runner
+
+        path = self.path_for(mode)
+        if mode.runtime == "tensorrt":
+            return open_runner(path, "tensorrt")
+        return open_runner(path, "onnxruntime-cpu", threads=self.threads)
+
+    def _once(self, key: str, make: Callable[[], Path]) -> Path:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def fp32_onnx(self) -> Path:
+        return self._once("fp32", self._export)
+
+    def fp16_onnx(self) -> Path:
+        def make() -> Path:
+            from ..export.fp16 import convert_to_fp16
+
+            source = self.fp32_onnx()
+            target = self.work_dir / f"{source.stem}.fp16.onnx"
+            if _reusable(target, source):
+                self.log(f"reusing {target}")
+                return target
+            self.log(f"writing the emulated FP16 graph {target}")
+            return convert_to_fp16(source, target)
+        return self._once("fp16", make)
+
+    def qdq_onnx(self) -> Path:
+        def make() -> Path:
+            if self.qdq is not None:
+                if not self.qdq.is_file():
+                    raise ModelFileError(f"{self.qdq}: no such Q/DQ ONNX file (--qdq)")
+                return self.qdq
+            from ..assets import CALIB_SPLIT, SAMPLES
+            from ..calibration.pipeline import CalibrationConfig, calibrate
+            from ..data.pairs import PairFolder
+
+            source = self.fp32_onnx()
+            target = self.work_dir / f"{source.stem}.int8.onnx"
+            if _reusable(target, source):
+                self.log(f"reusing the calibrated Q/DQ model {target}")
+                return target
+            self.log(f"calibrating INT8 on the bundled calibration pairs into {self.work_dir} "
+                     "(pass --qdq to reuse a Q/DQ model instead)")
+            config = self.calibration or CalibrationConfig()
+            return calibrate(source, self.work_dir, PairFolder(SAMPLES, CALIB_SPLIT), config, None, log=self.log).qdq_onnx
+        return self._once("int8", make)
+
+    def _export(self) -> Path:
+        if self.onnx is not None:
+            if not self.onnx.is_file():
+                raise ModelFileError(f"{self.onnx}: no such ONNX file (--onnx)")
+            return self.onnx
+        from ..backends.onnxruntime_runner import read_onnx_contract
+        from ..export import ExportOptions, export_onnx
+        from ..utils.files import sha256_file
+
+        if self.max_batch == 1 and (self.height, self.width) == DEMO_INPUT_SIZE and _same_file(self.checkpoint, DEMO_CHECKPOINT):
+            from ..assets import default_onnx
+
+            return default_onnx(self.height, self.width)
+        dynamic = {"dynamic": "batch", "max_shape": (self.max_batch, self.height, self.width)} if self.max_batch > 1 else {}
+        options = ExportOptions(height=self.height, width=self.width, **dynamic)
+        suffix = f"_dyn-b{self.max_batch}" if self.max_batch > 1 else ""
+        target = self.work_dir / f"{self.checkpoint.stem}_{self.height}x{self.width}{suffix}.onnx"
+        if target.is_file() and read_onnx_contract(target).checkpoint_sha256 == sha256_file(self.checkpoint):
+            self.log(f"reusing {target} (exported earlier from the same checkpoint)")
+            return target
+        export_onnx(self.checkpoint, target, options, log=self.log)
+        return target
+
+    def _engine(self, mode: Mode) -> Path:
+        """A given engine, or one built now from this run's ONNX (needs TensorRT and a GPU)."""
+        if mode.name in self.engines:
+            return self.engines[mode.name]
+
+        def make() -> Path:
+            from ..engine import EngineBuildConfig, build_engine
+
+            source = self.qdq_onnx() if mode.precision == "int8" else self.fp32_onnx()
+            target = self.work_dir / f"{source.name.removesuffix('.onnx').removesuffix('.int8')}.{mode.precision}.engine"
+            self.log(f"building {target}")
+            build_engine(source, target, EngineBuildConfig(precision=mode.precision))
+            return target
+        return self._once(mode.name, make)
+
+
+def engine_modes(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """``--engine`` files by the row they fill, from each engine's sidecar precision."""
+    from ..engine import read_sidecar
+
+    engines: dict[str, Path] = {}
+    for path in map(Path, paths):
+        mode = ENGINE_PRECISION_MODES[read_sidecar(path).precision]
+        if mode in engines:
+            raise ValueError(f"--engine: {engines[mode]} and {path} both fill the {mode} row")
+        engines[mode] = path
+    return engines
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and os.path.samefile(a, b)
+
+
+def _reusable(derived: Path, source: Path) -> bool:
+    """A graph made earlier from the same checkpoint, at least as new as its source ONNX."""
+    if not derived.is_file():
+        return False
+    from ..backends.onnxruntime_runner import read_onnx_contract
+
+    return (derived.stat().st_mtime >= source.stat().st_mtime
+            and read_onnx_contract(derived).checkpoint_sha256 == read_onnx_contract(source).checkpoint_sha256)

@@ -1,0 +1,237 @@
+"""``report.json`` (every figure, strict JSON) and ``report.md`` (the tables a person reads).
+
+Schema of a row (every row has every key; a figure that could not be measured is ``null`` and
+``reasons`` says why, keyed by the figure's dotted path or by the path of a parent)::
+
+    mode, label, runtime, precision, emulated, reference, backend, device, detail,
+    model_file, file_size_bytes,
+    latency: {"b<batch>": {batch, runs, warmup, mean_ms, p50_ms, p90_ms, p99_ms, throughput_fps,
+              end_to_end_mean_ms, end_to_end_p50_ms, end_to_end_p90_ms, end_to_end_p99_ms,
+              end_to_end_fps, preprocess_ms, postprocess_ms}},
+    memory: {host_peak_rss_mb, device_mb},
+    accuracy: {pairs, miou, pixel_accuracy, per_class_iou{class}, miou_drop, per_class_iou_delta{class},
+               agreement, fused_psnr, fused_ssim, max_abs_fused},
+    fusion: {EN, SD, SF, AG, MI, VIF, Qabf, SCD, SSIM, PSNR}, fusion_delta: {same keys},
+    reasons: {path: text}
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..utils.files import write_bytes_atomic
+from .modes import REFERENCE, Mode
+
+SCHEMA = "mrfs_edge.bench/1"
+FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta")
+# What the deployment promises on the demo model (the issue's acceptance figures).
+TARGETS = (
+    ("onnxruntime-int8", "agreement", 0.99, "INT8 Q/DQ pixel agreement ≥ 99%"),
+    ("onnxruntime-int8", "fused_psnr", 35.0, "INT8 Q/DQ fused PSNR ≥ 35 dB"),
+    ("onnxruntime-fp16", "agreement", 0.999, "FP16 pixel agreement ≥ 99.9%"),
+    ("onnxruntime-fp16", "fused_psnr", 45.0, "FP16 fused PSNR ≥ 45 dB"),
+)
+SPEEDUP_MODE, SPEEDUP_TARGET = "onnxruntime-fp32", 2.5
+BUSY_LOAD = 1.0     # 1-minute load average at the start above which latencies are flagged as unreliable
+FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SCD", "SSIM", "PSNR")
+
+
+def empty_row(mode: Mode, reason: str, backend: str | None = None) -> dict[str, Any]:
+    """A row whose figures are all ``null`` for one reason (mode not runnable here, or it failed)."""
+    return {"mode": mode.name, "label": mode.label, "runtime": mode.runtime, "precision": mode.precision,
+            "emulated": mode.emulated, "reference": mode.name == REFERENCE, "backend": backend or mode.runtime,
+            "device": None, "detail": None, **dict.fromkeys(FIGURE_GROUPS),
+            "reasons": {key: reason for key in ("device", "detail", *FIGURE_GROUPS)}}
+
+
+def null_paths(value: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of the ``None`` leaves of a row (``reasons`` excluded)."""
+    if value is None:
+        yield path
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not (path == "" and key == "reasons"):
+                yield from null_paths(item, f"{path}.{key}" if path else str(key))
+
+
+def reason_for(row: Mapping[str, Any], path: str) -> str | None:
+    """The reason recorded for ``path`` or for the nearest parent path."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        reason = row["reasons"].get(".".join(parts[:end]))
+        if reason:
+            return reason
+    return None
+
+
+def make_finite(value: Any, reasons: dict[str, str], path: str = "") -> Any:
+    """Replace NaN/inf by ``None`` (with a reason) so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        reasons.setdefault(path, f"not a finite number ({value})")
+        return None
+    if isinstance(value, Mapping):
+        return {k: make_finite(v, reasons, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    return value
+
+
+def first_latency(row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row's latency at the smallest batch size measured."""
+    latency = row.get("latency") or {}
+    measured = [v for v in latency.values() if v and v.get("p50_ms") is not None]
+    return min(measured, key=lambda v: v["batch"]) if measured else None
+
+
+def speedup(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """ONNX Runtime FP32 over PyTorch eager: ratio of p50 model-only times at batch 1, same run and threads."""
+    by_mode = {row["mode"]: row for row in rows}
+    result: dict[str, Any] = {"of": SPEEDUP_MODE, "over": REFERENCE, "basis": "p50 model-only time, batch 1",
+                              "target": SPEEDUP_TARGET, "value": None, "met": None, "reason": None}
+    a, b = by_mode.get(REFERENCE), by_mode.get(SPEEDUP_MODE)
+    la = (a.get("latency") or {}).get("b1") if a else None
+    lb = (b.get("latency") or {}).get("b1") if b else None
+    if not la or not lb or la.get("p50_ms") is None or lb.get("p50_ms") is None:
+        result["reason"] = f"needs batch-1 latency of both {REFERENCE} and {SPEEDUP_MODE}"
+        return result
+    result["value"] = la["p50_ms"] / lb["p50_ms"]
+    result["met"] = result["value"] >= SPEEDUP_TARGET
+    return result
+
+
+def target_checks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    by_mode = {row["mode"]: row for row in rows}
+    checks = []
+    for mode, key, floor, text in TARGETS:
+        accuracy = (by_mode.get(mode) or {}).get("accuracy") or {}
+        value = accuracy.get(key)
+        checks.append({"mode": mode, "figure": key, "target": floor, "what": text, "value": value,
+                       "met": None if value is None else value >= floor})
+    return checks
+
+
+def write_json(path: Path, report: Mapping[str, Any]) -> Path:
+    return write_bytes_atomic(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- markdown
+
+def _num(value: Any, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    text = f"{value * scale:.{digits}f}"
+    return (text[1:] if text.startswith("-") and float(text) == 0 else text) + suffix
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines + [""]
+
+
+def _mode_cell(row: Mapping[str, Any]) -> str:
+    return f"{row['label']}" + (" *" if row["emulated"] else "")
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """The report as Markdown: summary, latency, accuracy, fusion, and what was not measured."""
+    rows, config, env = report["rows"], report["config"], report["environment"]
+    machine = env["machine"]
+    lines = ["# MRFS benchmark", "",
+             f"{report['created']} · {machine['cpu']} ({machine['cores']} cores) · {machine['os']}",
+             f"· commit {env['commit'] or 'unknown'} · load average at start {machine['load_average']}", "",
+             f"Model `{config['checkpoint']}` at {config['input_size'][0]}×{config['input_size'][1]}; "
+             f"{config['pairs']} pairs from `{config['data']}`"
+             f"{'' if config['labelled'] else ' (no labels: ground-truth metrics skipped)'}; "
+             f"{config['warmup']} warm-up + {config['runs']} timed runs per batch size; "
+             f"{config['threads']} CPU threads for PyTorch and ONNX Runtime.",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), ""]
+    load = machine.get("load_average")
+    if load and load[0] >= BUSY_LOAD:
+        lines += [f"> **Busy machine**: load average {load[0]} at the start ({(machine.get('load_average_end') or ['?'])[0]} "
+                  f"at the end) on {machine['cores']} cores. Other processes compete for the cores, so latencies are "
+                  "inflated and noisy (eager PyTorch's thread pool suffers most from oversubscription); quote figures "
+                  "from an idle machine.", ""]
+    sp = report["summary"]["speedup"]
+    if sp["value"] is not None:
+        lines += [f"**ONNX Runtime FP32 vs PyTorch eager: {sp['value']:.2f}× faster** ({sp['basis']}, both in this "
+                  f"run, {config['threads']} threads; target ≥ {sp['target']}×: {'met' if sp['met'] else 'NOT met'}).", ""]
+    else:
+        lines += [f"ONNX Runtime FP32 vs PyTorch eager speed-up: not measured ({sp['reason']}).", ""]
+    lines += ["## Summary", ""]
+    lines += _table(
+        ["mode", "backend · device", "file MB", "p50 ms", "fps", "end-to-end p50 ms", "peak MB", "mIoU %",
+         "mIoU drop", "agreement %", "fused PSNR dB", "fused SSIM"],
+        [[_mode_cell(r), f"{r['backend']} · {r['device'] or '–'}", _num(r["file_size_bytes"], 1, 1e-6),
+          _num((first_latency(r) or {}).get("p50_ms")), _num((first_latency(r) or {}).get("throughput_fps"), 2),
+          _num((first_latency(r) or {}).get("end_to_end_p50_ms")),
+          _num((r["memory"] or {}).get("host_peak_rss_mb") or (r["memory"] or {}).get("device_mb"), 0),
+          _num((r["accuracy"] or {}).get("miou"), 2, 100), _num((r["accuracy"] or {}).get("miou_drop"), 2, 100),
+          _num((r["accuracy"] or {}).get("agreement"), 3, 100), _num((r["accuracy"] or {}).get("fused_psnr"), 1),
+          _num((r["accuracy"] or {}).get("fused_ssim"), 4)] for r in rows])
+    lines += ["\\* emulated: the target precision's numerics reproduced on ONNX Runtime, not measured on TensorRT.",
+              "Latency at the smallest batch; p50 of model-only time, fps from its mean; end-to-end = pre + model + post of the runtime "
+              "pipeline, one frame after another. Peak MB = resident memory added while loading and timing the mode "
+              "(host; device memory for GPU rows). Agreement and PSNR/SSIM are against the PyTorch reference.", ""]
+    checks = report["summary"]["targets"]
+    lines += ["## Targets", ""]
+    lines += _table(["target", "value", "met"],
+                    [[c["what"], _num(c["value"], 3 if c["figure"] == "agreement" else 1,
+                                      100 if c["figure"] == "agreement" else 1),
+                      "–" if c["met"] is None else ("yes" if c["met"] else "**no**")] for c in checks])
+    lines += ["## Latency", ""]
+    latency_rows = []
+    for r in rows:
+        for key, lat in (r["latency"] or {}).items():
+            if lat is None:
+                latency_rows.append([_mode_cell(r), key[1:]] + ["–"] * 9)
+                continue
+            latency_rows.append([_mode_cell(r), str(lat["batch"]), _num(lat["mean_ms"]), _num(lat["p50_ms"]),
+                                 _num(lat["p90_ms"]), _num(lat["p99_ms"]), _num(lat["throughput_fps"], 2),
+                                 _num(lat["preprocess_ms"]), _num(lat["postprocess_ms"]),
+                                 _num(lat["end_to_end_p50_ms"]), _num(lat["end_to_end_fps"], 2)])
+    lines += _table(["mode", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "model fps", "pre ms", "post ms",
+                     "end-to-end p50 ms", "end-to-end fps"], latency_rows)
+    lines += _per_class_section(rows)
+    lines += ["## Fusion quality (mean over pairs; Δ vs reference in brackets)", ""]
+    lines += _table(["mode", *FUSION_KEYS],
+                    [[_mode_cell(r)] + [f"{_num((r['fusion'] or {}).get(k), 3)} "
+                                        f"({_num((r['fusion_delta'] or {}).get(k), 3)})" for k in FUSION_KEYS]
+                     for r in rows])
+    missing = [(r["mode"], path, reason_for(r, path)) for r in rows for path in null_paths(r)]
+    if missing:
+        lines += ["## Not measured", ""]
+        grouped: dict[str, dict[str, list[str]]] = {}
+        for mode, path, reason in missing:
+            grouped.setdefault(reason or "no reason recorded", {}).setdefault(mode, []).append(path)
+        lines += [f"- {reason}: " + "; ".join(f"**{mode}** {', '.join(paths)}" for mode, paths in modes.items())
+                  for reason, modes in grouped.items()]
+        lines += [""]
+    plots = report.get("plots") or {}
+    if plots:
+        lines += ["## Plots", ""] + [f"![{name}]({path})" if path else f"- {name}: not drawn ({reason})"
+                                     for name, (path, reason) in plots.items()] + [""]
+    return "\n".join(lines)
+
+
+def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    scored = [r for r in rows if (r["accuracy"] or {}).get("per_class_iou")]
+    if not scored:
+        return []
+    classes = list(scored[0]["accuracy"]["per_class_iou"])
+    lines = ["## Per-class IoU % (Δ vs reference in points)", ""]
+    body = []
+    for r in scored:
+        acc = r["accuracy"]
+        body.append([_mode_cell(r)] + [f"{_num(acc['per_class_iou'][c], 1, 100)} ({_num(acc['per_class_iou_delta'][c], 2, 100)})"
+                                       for c in classes] + [_num(acc["pixel_accuracy"], 2, 100)])
+    return lines + _table(["mode", *classes, "pixel acc %"], body)
+
+
+def write_markdown(path: Path, report: Mapping[str, Any]) -> Path:
+    return write_bytes_atomic(path, markdown(report).encode())
+
+
+__all__ = ["SCHEMA", "empty_row", "null_paths", "reason_for", "make_finite", "speedup", "target_checks",
+           "write_json", "write_markdown", "markdown", "first_latency"]

@@ -1,0 +1,186 @@
+"""The benchmark harness on 2 small labelled pairs and 2 runs: outputs, schema, and consistent figures."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+from mrfs_edge.assets import EVAL_SPLIT, SAMPLES  # noqa: E402
+from mrfs_edge.bench import report as bench_report  # noqa: E402
+from mrfs_edge.bench.accuracy import NO_LABELS, PairOutputs, score_mode  # noqa: E402
+from mrfs_edge.bench.cli import main  # noqa: E402
+from mrfs_edge.bench.compare import compare_reports  # noqa: E402
+from mrfs_edge.bench.modes import REFERENCE, parse_modes  # noqa: E402
+from mrfs_edge.cli import run_cli  # noqa: E402
+from mrfs_edge.data.pairs import Pair, PairFolder  # noqa: E402
+
+MODES = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "tensorrt-fp16")
+ROW_KEYS = {"mode", "label", "runtime", "precision", "emulated", "reference", "backend", "device", "detail",
+            "model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "reasons"}
+LATENCY_KEYS = {"batch", "runs", "warmup", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps",
+                "end_to_end_mean_ms", "end_to_end_p50_ms", "end_to_end_p90_ms", "end_to_end_p99_ms",
+                "end_to_end_fps", "preprocess_ms", "postprocess_ms"}
+ACCURACY_KEYS = {"pairs", "miou", "pixel_accuracy", "per_class_iou", "miou_drop", "per_class_iou_delta",
+                 "agreement", "fused_psnr", "fused_ssim", "max_abs_fused"}
+CROP = (slice(128, 352), slice(160, 480))     # 224×320: a quarter of the pixels keeps the test fast
+
+
+@pytest.fixture(scope="module")
+def small_pairs(tmp_path_factory) -> Path:
+    """Two bundled evaluation pairs, centre-cropped (labels too) into a folder of the MSRS layout."""
+    root = tmp_path_factory.mktemp("bench_pairs")
+    source = PairFolder(SAMPLES, EVAL_SPLIT)
+    for index in range(2):
+        for folder, path in zip(("vi", "ir", "label"), source.paths(index)):
+            (root / folder).mkdir(exist_ok=True)
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(root / folder / path.name), image[CROP])
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench(small_pairs, tmp_path_factory):
+    from mrfs_edge.bench import BenchConfig, run_benchmark
+    from mrfs_edge.calibration.pipeline import CalibrationConfig
+
+    out = tmp_path_factory.mktemp("bench_out")
+    config = BenchConfig(data=small_pairs, split=None, output_dir=out, modes=MODES, runs=2, warmup=1, threads=2,
+                         calibration=CalibrationConfig(count=2, mixed_precision=False), grid_pairs=2, progress=False)
+    return run_benchmark(config, log=lambda _: None)
+
+
+def rows_by_mode(report: dict) -> dict[str, dict]:
+    return {row["mode"]: row for row in report["rows"]}
+
+
+def test_writes_report_json_markdown_and_plots(bench):
+    out = bench.paths["json"].parent
+    for name in ("report.json", "report.md", "latency_vs_miou.png", "per_class_iou.png", "grid.png"):
+        assert (out / name).stat().st_size > 0, name
+    text = (out / "report.md").read_text()
+    assert "ONNX Runtime FP32 vs PyTorch eager" in text and "## Summary" in text and "## Per-class IoU" in text
+
+
+def test_json_schema_and_every_null_has_a_reason(bench):
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"report.json holds {name}: not strict JSON")
+
+    report = json.loads(bench.paths["json"].read_text(), parse_constant=no_constants)
+    assert report["schema"] == bench_report.SCHEMA
+    assert {"cpu", "cores", "os"} <= set(report["environment"]["machine"])
+    assert {"python", "torch", "onnxruntime", "numpy", "mrfs_edge"} <= set(report["environment"]["versions"])
+    assert "commit" in report["environment"] and report["created"]
+    assert report["config"]["pairs"] == 2 and report["config"]["input_size"] == [224, 320]
+    assert [row["mode"] for row in report["rows"]] == list(MODES)
+    for row in report["rows"]:
+        assert set(row) == ROW_KEYS, row["mode"]
+        for path in bench_report.null_paths(row):
+            assert bench_report.reason_for(row, path), f"{row['mode']}: {path} is null without a reason"
+        if row["latency"] is not None:
+            assert set(row["latency"]["b1"]) == LATENCY_KEYS
+            assert set(row["accuracy"]) == ACCURACY_KEYS
+            assert set(row["fusion"]) == set(bench_report.FUSION_KEYS) == set(row["fusion_delta"])
+
+
+def test_reference_agrees_with_itself(bench):
+    ref = rows_by_mode(bench.report)[REFERENCE]
+    assert ref["reference"] and ref["backend"] == "pytorch" and ref["device"] == "cpu"
+    accuracy = ref["accuracy"]
+    assert accuracy["agreement"] == 1.0 and accuracy["miou_drop"] == 0.0 and accuracy["max_abs_fused"] == 0.0
+    assert accuracy["fused_ssim"] == pytest.approx(1.0)
+    assert accuracy["fused_psnr"] is None and "infinite" in ref["reasons"]["accuracy.fused_psnr"]
+    assert all(v in (0.0, None) for v in accuracy["per_class_iou_delta"].values())
+    assert all(v == 0.0 for v in ref["fusion_delta"].values())
+
+
+def test_figures_are_consistent(bench):
+    rows = rows_by_mode(bench.report)
+    ref = rows[REFERENCE]
+    for name in MODES[:4]:
+        row = rows[name]
+        lat, acc = row["latency"]["b1"], row["accuracy"]
+        assert lat["runs"] == 2 and lat["warmup"] == 1
+        assert lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert lat["throughput_fps"] == pytest.approx(1000.0 / lat["mean_ms"])
+        assert lat["end_to_end_mean_ms"] >= lat["mean_ms"]
+        assert row["file_size_bytes"] == Path(row["model_file"]).stat().st_size
+        assert acc["pairs"] == 2 and 0.0 <= acc["miou"] <= 1.0
+        assert acc["miou_drop"] == pytest.approx(ref["accuracy"]["miou"] - acc["miou"])
+        for cls, delta in acc["per_class_iou_delta"].items():
+            if delta is not None:
+                assert delta == pytest.approx(acc["per_class_iou"][cls] - ref["accuracy"]["per_class_iou"][cls])
+        for key, delta in row["fusion_delta"].items():
+            assert delta == pytest.approx(row["fusion"][key] - ref["fusion"][key])
+        if row["memory"]["host_peak_rss_mb"] is not None:
+            assert row["memory"]["host_peak_rss_mb"] >= 0
+    assert rows["onnxruntime-fp32"]["accuracy"]["agreement"] >= 0.999
+    assert rows["onnxruntime-fp16"]["emulated"] and not rows["onnxruntime-fp32"]["emulated"]
+    assert rows["onnxruntime-fp16"]["accuracy"]["agreement"] >= 0.99
+    assert rows["onnxruntime-int8"]["accuracy"]["agreement"] >= 0.9
+    speedup = bench.report["summary"]["speedup"]
+    assert speedup["value"] == pytest.approx(ref["latency"]["b1"]["p50_ms"] / rows["onnxruntime-fp32"]["latency"]["b1"]["p50_ms"])
+
+
+def test_tensorrt_row_is_null_with_the_reason(bench):
+    from mrfs_edge.engine import tensorrt_status
+
+    available, reason = tensorrt_status()
+    if available:
+        pytest.skip("TensorRT is installed here: the row is measured")
+    row = rows_by_mode(bench.report)["tensorrt-fp16"]
+    assert row["latency"] is None and row["accuracy"] is None and row["file_size_bytes"] is None
+    assert row["reasons"]["latency"] == reason and reason.startswith("TensorRT not installed")
+
+
+def test_compare_of_a_report_with_itself_is_all_zero(bench, tmp_path, capsys):
+    path = str(bench.paths["json"])
+    assert main(["--compare", path, path, "--output-dir", str(tmp_path)]) == 0
+    assert "Benchmark comparison" in capsys.readouterr().out
+    assert (tmp_path / "compare.md").is_file()
+    differences, only_a, only_b = compare_reports(bench.report, bench.report)
+    assert differences and not only_a and not only_b
+    assert all(d.delta in (0, None) for d in differences)
+    assert any(d.figure == "latency.b1.p50_ms" and d.delta == 0 for d in differences)
+
+
+def test_cli_bad_data_is_one_line_error(tmp_path, capsys):
+    assert run_cli(main, ["--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "missing" in err[-1]
+
+
+def test_compare_rejects_a_file_that_is_not_a_report(tmp_path, capsys):
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    assert run_cli(main, ["--compare", str(bad), str(bad)]) == 2
+    assert "not a benchmark report" in capsys.readouterr().err
+
+
+def test_modes_parse_aliases_and_always_include_the_reference():
+    assert parse_modes(["ort-fp16,ort-fp32"]) == ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-fp16"]
+    assert parse_modes(None)[0] == REFERENCE
+    with pytest.raises(ValueError, match="unknown mode"):
+        parse_modes(["onnxruntime-fp8"])
+
+
+def test_without_labels_ground_truth_figures_are_null_with_the_reason():
+    rng = np.random.default_rng(0)
+    pairs = [Pair(f"p{i}", rng.integers(0, 255, (128, 128, 3), np.uint8), rng.integers(0, 255, (128, 128), np.uint8))
+             for i in range(2)]
+    outputs = [PairOutputs(rng.integers(0, 3, (128, 128)), rng.random((3, 128, 128), np.float32)) for _ in pairs]
+    names = ("a", "b", "c")
+    ref = score_mode(zip(pairs, outputs), names, labelled=False)
+    noisy = [PairOutputs(o.labels, np.clip(o.fused + 0.01, 0, 1)) for o in outputs]
+    other = score_mode(zip(pairs, noisy), names, labelled=False, reference=ref, keep=1)
+    for result in (ref, other):
+        assert result.figures["miou"] is None and result.reasons["accuracy.miou"] == NO_LABELS
+        assert result.figures["per_class_iou"] is None
+    assert other.figures["agreement"] == 1.0 and len(other.outputs) == 1
+    assert 30 < other.figures["fused_psnr"] < 50 and math.isfinite(other.fusion_delta["EN"])
