@@ -54,3 +54,21 @@ def test_a_captured_graph_replays_its_copies(memory):
     memory.synchronize()
     np.testing.assert_array_equal(staging, source)
     memory.free(first)
+
+
+def test_calibrator_batches_reach_the_device_unchanged(memory, tmp_path):
+    from mrfs_edge.calibration.trt_calibrator import CalibratorLogic
+
+    rng = np.random.default_rng(1)
+    feeds = [{"visible": rng.random((1, 3, 64, 96), dtype=np.float32),
+              "infrared": rng.random((1, 1, 64, 96), dtype=np.float32)} for _ in range(2)]
+    calibrator = CalibratorLogic(feeds, tmp_path / "calib.cache", "entropy", memory=memory)
+    for feed in feeds:
+        pointers = calibrator.get_batch(["visible", "infrared"])
+        for name, pointer in zip(("visible", "infrared"), pointers):
+            back = np.empty_like(feed[name])
+            memory.dtoh_async(back, pointer)
+            memory.synchronize()
+            np.testing.assert_array_equal(back, feed[name])
+    assert calibrator.get_batch(["visible", "infrared"]) is None and calibrator.size == 2
+    calibrator.close()
