@@ -24,6 +24,17 @@ def mfnet_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One PyTorch intra-op thread for a module: on a loaded 2-core machine more threads spin-wait
+    and run ~20× slower; CI's figures do not depend on the thread count."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def demo_onnx(tmp_path_factory) -> Path:
     """The bundled demo checkpoint exported once per test session at 480×640 (float I/O, logits).

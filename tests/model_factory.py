@@ -108,10 +108,3 @@ def write_checkpoint(path: Path, config: tuple[str, int, int] = B0_9, seed: int 
     path = Path(path)
     torch.save(payload, path)
     return path
-
-
-def set_threads() -> int:
-    """One intra-op thread: on a loaded 2-core machine more threads are ~20x slower (spin-waits)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return previous

@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from conftest import REPO  # noqa: E402
-from model_factory import B0_9, B2_15, set_threads, write_checkpoint  # noqa: E402
+from model_factory import B0_9, B2_15, write_checkpoint  # noqa: E402
 from mrfs_edge.assets import SAMPLES  # noqa: E402
 from mrfs_edge.cli import run_cli  # noqa: E402
 from mrfs_edge.contract import METADATA_KEY  # noqa: E402
@@ -36,11 +36,7 @@ TOLERANCE = 1e-3
 FRAMES = ["00147D", "00734N"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = set_threads()
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from conftest import SPECS, needs_shared  # noqa: E402
-from model_factory import B0_9, B2_15, load_manifest, seeded_state_dict, set_threads, write_checkpoint  # noqa: E402
+from model_factory import B0_9, B2_15, load_manifest, seeded_state_dict, write_checkpoint  # noqa: E402
 from mrfs_edge.errors import CheckpointError, MrfsEdgeError  # noqa: E402
 from mrfs_edge.model import MRFS, ModelConfig, load_checkpoint, variant_from_shapes  # noqa: E402
 
@@ -27,11 +27,7 @@ CONFIGS = ["mit_b0_c9_e256", "mit_b2_c15_e512", "mit_b4_c9_e512", "mit_b5_c5_e76
 SPEC_PARAMS_M = {"mit_b0_c9_e256": 10.0, "mit_b2_c15_e512": 61.7, "mit_b4_c9_e512": 135.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = set_threads()
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

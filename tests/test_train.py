@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_factory import B0_9, set_threads, write_checkpoint  # noqa: E402
+from model_factory import B0_9, write_checkpoint  # noqa: E402
 from mrfs_edge.assets import SAMPLES  # noqa: E402
 from mrfs_edge.model import ModelConfig, load_checkpoint  # noqa: E402
 from mrfs_edge.train import MRFSLoss, TrainConfig, Trainer, balanced_class_weights, fusion_loss  # noqa: E402
@@ -20,11 +20,7 @@ from mrfs_edge.train.__main__ import main as train_main  # noqa: E402
 PAIRS = ["00147D", "00734N"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = set_threads()
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- the objective

@@ -16,18 +16,20 @@ from .base import Runner
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch inference of an MRFS checkpoint on the CPU (float feeds, logits out).
+    """Eager PyTorch inference of an MRFS checkpoint on ``device`` (float feeds, logits out).
 
     The contract is the one :func:`~mrfs_edge.export.export_onnx` would give an export at
     ``height×width`` with default options, so feeds built for that ONNX model run here unchanged.
     Eager PyTorch accepts any batch size, whatever the contract's static batch says.
     ``threads`` > 0 sets ``torch.set_num_threads`` on activation; that setting is process-wide.
+    ``device`` "cuda" runs the reference on the GPU (outputs come back to the host each call, so
+    the time includes the copies, as an application's would).
     """
 
     backend = "pytorch"
 
     def __init__(self, checkpoint: str | os.PathLike[str], height: int = 480, width: int = 640,
-                 threads: int = 0) -> None:
+                 threads: int = 0, device: str = "cpu") -> None:
         from ..export import ExportOptions, build_contract
         from ..model import load_checkpoint
         from ..utils.files import sha256_file
@@ -37,6 +39,7 @@ class TorchRunner(Runner):
         self.model = load_checkpoint(self.path)
         contract = build_contract(self.model, ExportOptions(height=height, width=width), sha256_file(self.path))
         super().__init__(contract, f"pytorch:{self.path.name}")
+        self.device = device
         self._infer_fn = None
 
     def _activate(self) -> None:
@@ -46,7 +49,8 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        self._infer_fn = torch_infer_fn(self.model)
+        self.model.to(self.device)
+        self._infer_fn = torch_infer_fn(self.model, self.device)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._infer_fn is not None

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes to time (default 1; above 1 the ONNX is exported with a dynamic batch)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="CPU threads for PyTorch and ONNX Runtime alike (default: all cores)")
+    p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the PyTorch reference row runs (default cpu; cuda on a GPU machine or a Jetson)")
     p.add_argument("--qdq", help="calibrated Q/DQ ONNX to run as the INT8 row (e.g. build/*.int8.onnx from "
                                  "export/build_engine.py --int8); default: calibrate once into --output-dir")
     p.add_argument("--engine", action="append", default=[], metavar="PATH",
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = parse_modes(args.modes + list(engines) if args.modes else None)   # a given engine always gets its row
     config = BenchConfig(checkpoint=checkpoint, data=data, split=Path(args.split) if args.split else split,
                          output_dir=output_dir, modes=modes, runs=args.runs, warmup=args.warmup, batches=args.batch,
-                         threads=args.threads, onnx=Path(args.onnx) if args.onnx else None,
+                         threads=args.threads, torch_device=args.torch_device, onnx=Path(args.onnx) if args.onnx else None,
                          qdq=Path(args.qdq) if args.qdq else None, engines=engines,
                          grid_pairs=args.grid_pairs, progress=args.progress)
     result = run_benchmark(config)

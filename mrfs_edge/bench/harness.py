@@ -43,6 +43,7 @@ class BenchConfig:
     warmup: int = 2
     batches: Sequence[int] = (1,)
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    torch_device: str = "cpu"
     onnx: Path | None = None
     qdq: Path | None = None
     engines: Mapping[str, Path] = field(default_factory=dict)
@@ -81,6 +82,8 @@ def _describe(runner: Runner, threads: int) -> str:
         return f"TensorRT {sidecar.tensorrt_version} {sidecar.precision} engine on {sidecar.gpu_name}"
     import torch
 
+    if runner.device != "cpu":
+        return f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}"
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
@@ -103,8 +106,8 @@ class Harness:
         self._bar: tqdm | None = None
         self._log = log
         self.files = ModelFiles(config.checkpoint, self.height, self.width, self.models_dir, max(config.batches),
-                                config.threads, config.onnx, config.qdq, dict(config.engines), config.calibration,
-                                log=self.log)
+                                config.threads, config.torch_device, config.onnx, config.qdq, dict(config.engines),
+                                config.calibration, log=self.log)
         self.memory = PeakMemory()
         self.palette: Sequence[Sequence[int]] = []   # the reference model's class colours, for the grid
 

@@ -86,6 +86,7 @@ class ModelFiles:
     work_dir: Path
     max_batch: int = 1
     threads: int = 0
+    torch_device: str = "cpu"
     onnx: Path | None = None
     qdq: Path | None = None
     engines: dict[str, Path] = field(default_factory=dict)
@@ -106,7 +107,7 @@ class ModelFiles:
         if mode.runtime == "pytorch":
             from ..backends.torch_runner import TorchRunner
 
-            return TorchRunner(self.checkpoint, self.height, self.width, self.threads)
+            return TorchRunner(self.checkpoint, self.height, self.width, self.threads, self.torch_device)
         from ..backends import open_runner
 
         path = self.path_for(mode)
