@@ -115,3 +115,17 @@ def test_pipeline_writes_a_conformant_qdq_model_with_measured_figures(tmp_path, 
     metadata = {p.key: p.value for p in qdq.metadata_props}
     assert "mrfs_edge.contract" in metadata and "mrfs_edge.quantization" in metadata
     assert not (tmp_path / "out" / f"{Path(demo_onnx).stem}.int8-all.onnx").exists()
+
+
+def test_one_costly_group_doing_most_harm_is_kept_instead_of_many_cheap_ones(monkeypatch):
+    from mrfs_edge.calibration import sensitivity
+
+    cheap = [GroupResult(f"cheap{i}", [f"c{i}"], 10, 0.0, 0.0, 0.0012) for i in range(4)]
+    head = GroupResult("head", ["h"], 300, 0.0, 0.0, 0.012)
+    groups = cheap + [head]
+    monkeypatch.setattr(sensitivity, "strip_qdq", lambda full, keep: frozenset(keep))
+    result = select_mixed_precision(None, _ScriptedEvaluator(groups), Budget(min_agreement=0.99, agreement_margin=0.0),
+                                    groups, {**{f"c{i}": 10 for i in range(4)}, "h": 300})
+    # Ranked per multiply-add, the cheap groups come first and the bisection ends up keeping all five.
+    assert result.kept_high == ["head"] and result.int8_mac_fraction == pytest.approx(40 / 340)
+    assert result.agreement == pytest.approx(1 - 4 * 0.0012) and result.met is False   # < half the MACs INT8

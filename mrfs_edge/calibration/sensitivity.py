@@ -75,7 +75,9 @@ class Budget:
     min_agreement: float = 0.99
     min_psnr: float = 35.0
     min_int8_mac_fraction: float = 0.5
-    agreement_margin: float = 0.3   # fraction of the allowed loss kept in reserve on calibration pairs
+    # Fraction of the allowed agreement loss kept in reserve on the calibration pairs: on the demo
+    # model they overstated held-out agreement by up to 0.8 points (99.45 % vs 98.62 %).
+    agreement_margin: float = 0.6
     psnr_margin: float = 1.0        # dB kept in reserve on calibration pairs
 
     def damage(self, agreement: float, psnr: float) -> float:
@@ -158,41 +160,52 @@ def group_sensitivity(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budg
 
 def select_mixed_precision(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budget: Budget,
                            groups: list[GroupResult], macs: dict[str, int]) -> MixedPrecisionResult:
-    """Keep the most damaging groups (per multiply-add) high until the budget holds.
+    """Keep as few multiply-adds high as the budget allows.
 
-    Groups are ranked by damage per MAC; the smallest prefix of that ranking whose removal
-    meets the budget (with margin) on the evaluation feeds is found by bisection, assuming
-    damage grows with the number of quantised groups.
+    Two rankings are tried, damage per multiply-add (many cheap groups) and damage alone (one
+    costly group that does most of the harm, such as the segmentation head's fuse layer); for
+    each, the smallest prefix kept high that meets the budget (with margin) on the evaluation
+    feeds is found by bisection, assuming damage grows with the groups quantised. The better
+    of the two is then pruned: each kept group, largest first, goes back to INT8 if the budget
+    still holds without it.
     """
     total_macs = sum(macs.values()) or 1
-    ranked = sorted(groups, key=lambda g: g.damage / max(g.macs, 1), reverse=True)
     steps: list[dict[str, object]] = []
-    cache: dict[int, tuple[float, float]] = {}
+    cache: dict[frozenset[str], tuple[float, float]] = {}
 
-    def evaluate(k: int) -> tuple[float, float]:
-        if k not in cache:
-            keep = {n for g in ranked[k:] for n in g.nodes}
-            score = evaluator.score(strip_qdq(full_qdq, keep))
-            cache[k] = (score.pixel_agreement, score.fused_psnr)
-            steps.append({"kept_high": [g.name for g in ranked[:k]], "agreement": cache[k][0],
-                          "psnr": cache[k][1], "int8_mac_fraction": fraction(k)})
-        return cache[k]
+    def fraction(kept: list[GroupResult]) -> float:
+        return sum(g.macs for g in groups if g not in kept) / total_macs
 
-    def fraction(k: int) -> float:
-        return sum(g.macs for g in ranked[k:]) / total_macs
+    def meets(kept: list[GroupResult]) -> bool:
+        key = frozenset(g.name for g in kept)
+        if key not in cache:
+            quantised = {n for g in groups if g not in kept for n in g.nodes}
+            score = evaluator.score(strip_qdq(full_qdq, quantised))
+            cache[key] = (score.pixel_agreement, score.fused_psnr)
+            steps.append({"kept_high": sorted(key), "agreement": cache[key][0], "psnr": cache[key][1],
+                          "int8_mac_fraction": fraction(kept)})
+        return budget.met(*cache[key], margin=True)
 
-    low, high = 0, len(ranked)
-    if budget.met(*evaluate(0), margin=True):
-        high = 0
-    while low < high:  # invariant: prefix `high` meets the budget (all-FP32 trivially does)
-        mid = (low + high) // 2
-        if budget.met(*evaluate(mid), margin=True):
-            high = mid
-        else:
-            low = mid + 1
-    agreement, psnr = evaluate(high) if high < len(ranked) else (1.0, float("inf"))
+    def shortest_prefix(ranked: list[GroupResult]) -> list[GroupResult]:
+        low, high = 0, len(ranked)   # invariant: prefix `high` meets the budget (all high trivially does)
+        while low < high:
+            mid = (low + high) // 2
+            if meets(ranked[:mid]):
+                high = mid
+            else:
+                low = mid + 1
+        return ranked[:high]
+
+    candidates = [shortest_prefix(sorted(groups, key=key, reverse=True))
+                  for key in (lambda g: g.damage / max(g.macs, 1), lambda g: g.damage)]
+    kept = max(candidates, key=fraction)
+    for group in sorted(kept, key=lambda g: g.macs, reverse=True):
+        trial = [g for g in kept if g is not group]
+        if meets(trial):
+            kept = trial
+    agreement, psnr = cache.get(frozenset(g.name for g in kept), (1.0, float("inf")))
     return MixedPrecisionResult(
-        quantized_nodes=[n for g in ranked[high:] for n in g.nodes], kept_high=[g.name for g in ranked[:high]],
-        int8_mac_fraction=fraction(high), agreement=agreement, psnr=psnr,
-        met=budget.met(agreement, psnr) and fraction(high) >= budget.min_int8_mac_fraction,
+        quantized_nodes=[n for g in groups if g not in kept for n in g.nodes], kept_high=[g.name for g in kept],
+        int8_mac_fraction=fraction(kept), agreement=agreement, psnr=psnr,
+        met=budget.met(agreement, psnr) and fraction(kept) >= budget.min_int8_mac_fraction,
         groups=groups, steps=steps)
