@@ -45,14 +45,19 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-split", help="split list inside --eval-dir")
 
 
+def eval_folder_from_args(args: argparse.Namespace) -> PairFolder:
+    """The held-out pairs every summary's figures come from (default: the bundled eval pairs)."""
+    return PairFolder(args.eval_dir, args.eval_split) if args.eval_dir else PairFolder(SAMPLES, EVAL_SPLIT)
+
+
 def folders_from_args(args: argparse.Namespace) -> tuple[PairFolder, PairFolder]:
+    """``(calibration pairs, held-out pairs)``."""
     if args.calib_dir:
         calib = PairFolder(args.calib_dir, args.calib_split)
     else:
         announce(f"no --calib-dir given: calibrating on the bundled pairs in {CALIB_SPLIT.name}")
         calib = PairFolder(SAMPLES, CALIB_SPLIT)
-    evaluation = PairFolder(args.eval_dir, args.eval_split) if args.eval_dir else PairFolder(SAMPLES, EVAL_SPLIT)
-    return calib, evaluation
+    return calib, eval_folder_from_args(args)
 
 
 def config_from_args(args: argparse.Namespace):

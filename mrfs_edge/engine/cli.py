@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..assets import announce, checkpoint_or_default
-from ..calibration.cli import add_calibration_arguments, config_from_args, folders_from_args
+from ..calibration.cli import add_calibration_arguments, config_from_args, eval_folder_from_args, folders_from_args
 from ..cli import run_cli
 from ..errors import ExportError
 from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
@@ -102,9 +102,8 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
     half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")
     contract = read_onnx_contract(fp32_path)
-    _, evaluation = folders_from_args(args)
-    held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), evaluation, contract,
-                                  "FP16 (emulated)", announce)
+    held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), eval_folder_from_args(args),
+                                  contract, "FP16 (emulated)", announce)
     announce(f"wrote {half_path} ({len(contract.fp32_nodes)} nodes pinned to FP32)")
     return {"fp16_onnx": str(half_path), "emulated": True, "fp32_pins": len(contract.fp32_nodes),
             "held_out": held_out}
