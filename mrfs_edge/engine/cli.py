@@ -12,7 +12,9 @@ One command does what a deployment needs for a precision, on any machine:
    (a laptop, CI), the command says so, prints exactly what to run on the target, and still
    exits 0 unless ``--require-engine`` is given.
 
-Everything lands in ``--output-dir`` with a JSON summary of the figures and file names.
+Everything lands in ``--output-dir`` with a JSON summary of the figures and file names. Exit
+status: 0 done, 1 the INT8 graph misses the accuracy budget on the held-out pairs (files are still
+written, so the sensitivity table can be read), 2 bad input or ``--require-engine`` unmet.
 """
 from __future__ import annotations
 
