@@ -162,9 +162,7 @@ class ModelFiles:
             if not self.onnx.is_file():
                 raise ModelFileError(f"{self.onnx}: no such ONNX file (--onnx)")
             return self.onnx
-        from ..backends.onnxruntime_runner import read_onnx_contract
-        from ..export import ExportOptions, export_onnx
-        from ..utils.files import sha256_file
+        from ..export import ExportOptions, export_or_reuse
 
         if self.max_batch == 1 and (self.height, self.width) == DEMO_INPUT_SIZE and _same_file(self.checkpoint, DEMO_CHECKPOINT):
             from ..assets import default_onnx
@@ -174,11 +172,7 @@ class ModelFiles:
         options = ExportOptions(height=self.height, width=self.width, **dynamic)
         suffix = f"_dyn-b{self.max_batch}" if self.max_batch > 1 else ""
         target = self.work_dir / f"{self.checkpoint.stem}_{self.height}x{self.width}{suffix}.onnx"
-        if target.is_file() and read_onnx_contract(target).checkpoint_sha256 == sha256_file(self.checkpoint):
-            self.log(f"reusing {target} (exported earlier from the same checkpoint)")
-            return target
-        export_onnx(self.checkpoint, target, options, log=self.log)
-        return target
+        return export_or_reuse(self.checkpoint, target, options, log=self.log)
 
     def _engine(self, mode: Mode) -> Path:
         """A given engine, or one built now from this run's ONNX (needs TensorRT and a GPU)."""

@@ -29,7 +29,7 @@ from ..calibration.cli import add_calibration_arguments, config_from_args, eval_
 from ..cli import run_cli
 from ..errors import ExportError
 from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
-from ..utils.files import sha256_file, write_json_atomic
+from ..utils.files import write_json_atomic
 from .builder import PRECISIONS, EngineBuildConfig
 
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
@@ -71,20 +71,14 @@ def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
         if not path.is_file():
             raise ExportError(f"{path}: no such ONNX file")
         return path
-    from ..backends.onnxruntime_runner import read_onnx_contract
+    from ..export import export_or_reuse
 
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
     if not checkpoint.is_file():
         raise ExportError(f"{checkpoint}: no such checkpoint")
-    path = output_dir / default_onnx_name(options, checkpoint).name
-    if path.is_file() and read_onnx_contract(path).checkpoint_sha256 == sha256_file(checkpoint):
-        announce(f"reusing {path} (exported earlier from the same checkpoint with the same options)")
-        return path
-    from ..export import export_onnx
-
-    export_onnx(checkpoint, path, options, args.parity_data, args.parity_split)
-    return path
+    return export_or_reuse(checkpoint, output_dir / default_onnx_name(options, checkpoint).name, options,
+                           args.parity_data, args.parity_split)
 
 
 def _has_qdq(path: Path) -> bool:
