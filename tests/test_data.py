@@ -10,8 +10,8 @@ import pytest
 
 from conftest import SHARED_DATA, needs_shared
 from mrfs_edge.assets import SAMPLES
-from mrfs_edge.data import (LAYOUTS, Padding, PairFolder, fit_to_input, pad_chw, padding_for, read_infrared,
-                            read_label, read_split, read_visible, to_network_inputs)
+from mrfs_edge.data import (LAYOUTS, Padding, PairFolder, fit_to_input, fit_to_model, pad_chw, padding_for,
+                            read_infrared, read_label, read_split, read_visible, to_network_inputs)
 from mrfs_edge.errors import DatasetError, ImageError, MrfsEdgeError
 
 NAMES = ["00147D", "00508D", "00734N"]
@@ -226,6 +226,22 @@ def test_fit_to_input_pads_small_frames_and_resizes_large_ones() -> None:
     vis, ir, fit = fit_to_input(large, large[:, :, 1].copy(), 256, 320)
     assert vis.shape == (1, 3, 256, 320) and fit.resized and fit.padding == Padding()
     assert fit.restore(np.zeros((256, 320), np.uint8), nearest=True).shape == (600, 800)
+
+
+def test_model_feed_follows_the_contracts_layout() -> None:
+    from mrfs_edge.contract import ModelContract
+
+    rng = np.random.default_rng(3)
+    visible = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    infrared = rng.integers(0, 256, (256, 320), dtype=np.uint8)
+    base = dict(backbone="mit_b0", num_classes=9, decoder_embed_dim=256, height=256, width=320)
+    feed, _ = fit_to_model(visible, infrared, ModelContract(**base, ir_channels=3))
+    assert feed["infrared"].shape == (1, 3, 256, 320)
+    assert all(np.array_equal(feed["infrared"][0, c], infrared / np.float32(255.0)) for c in range(3))
+    feed, _ = fit_to_model(visible, infrared, ModelContract(**base, uint8_io=True, batch=2))
+    assert feed["visible"].dtype == np.uint8 and feed["visible"].shape == (2, 256, 320, 3)
+    np.testing.assert_array_equal(feed["visible"][1], visible)
+    np.testing.assert_array_equal(feed["infrared"][0, ..., 0], infrared)
 
 
 # --------------------------------------------------------------------------- ../shared data

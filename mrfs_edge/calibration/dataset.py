@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..contract import ModelContract
 from ..data.pairs import PairFolder
-from ..data.preprocess import fit_to_input
+from ..data.preprocess import fit_to_model
+from ..runtime.thermal import ThermalAGC
 
 _DAY = re.compile(r"(day|D$)", re.IGNORECASE)
 _NIGHT = re.compile(r"(night|N$)", re.IGNORECASE)
@@ -58,6 +59,8 @@ class CalibrationSet:
     folder: PairFolder
     indices: list[int]
     contract: ModelContract
+    # 16-bit thermal reaches the model through the runtime's gain control, each frame on its own.
+    _thermal: ThermalAGC = field(default_factory=lambda: ThermalAGC(smoothing=0.0), init=False, repr=False)
 
     @classmethod
     def from_folder(cls, folder: PairFolder, count: int, contract: ModelContract) -> "CalibrationSet":
@@ -71,12 +74,10 @@ class CalibrationSet:
         return len(self.indices)
 
     def feed(self, position: int) -> dict[str, np.ndarray]:
-        """One feed dict (batch 1, float NCHW) for the pair at ``position`` in the set."""
+        """The runtime's feed (the model's layout and batch) for the pair at ``position`` in the set."""
         pair = self.folder[self.indices[position]]
-        vis, ir, _ = fit_to_input(pair.visible, _to_uint8(pair.infrared), self.contract.height, self.contract.width)
-        if self.contract.ir_channels == 3:
-            ir = np.repeat(ir, 3, axis=1)
-        return {"visible": vis, "infrared": ir}
+        feed, _ = fit_to_model(pair.visible, self._thermal(pair.infrared), self.contract)
+        return feed
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for position in range(len(self)):
@@ -113,11 +114,3 @@ class CalibrationSet:
                 self._iterator = iter(owner)
 
         return _Reader()
-
-
-def _to_uint8(infrared: np.ndarray) -> np.ndarray:
-    """Calibration folders hold 8-bit thermal; a 16-bit one is scaled by its full range."""
-    if infrared.dtype == np.uint8:
-        return infrared
-    low, high = float(infrared.min()), float(infrared.max())
-    return np.clip((infrared - low) * (255.0 / max(high - low, 1.0)), 0, 255).astype(np.uint8)

@@ -117,8 +117,8 @@ class QuantEvaluator:
     def __init__(self, fp32: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], threads: int = 0) -> None:
         self.feeds = feeds
         self.threads = threads
-        self.reference = [self._run(fp32, feed) for feed in feeds] if feeds else []
-        self._fp32 = fp32
+        reference = self._session(fp32) if feeds else None
+        self.reference = [reference.run(None, feed) for feed in feeds] if reference else []
 
     def _session(self, model: onnx.ModelProto):
         import onnxruntime as ort
@@ -128,9 +128,6 @@ class QuantEvaluator:
         if self.threads:
             options.intra_op_num_threads = self.threads
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-    def _run(self, model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session(model).run(None, feed)
 
     def score(self, model: onnx.ModelProto) -> AgreementScore:
         session = self._session(model)

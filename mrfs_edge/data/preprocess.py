@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..contract import ModelContract
+
 STRIDE = 32
 
 
@@ -103,3 +105,23 @@ def fit_to_input(visible_rgb: np.ndarray, infrared: np.ndarray, height: int, wid
         infrared = cv2.resize(infrared, (width, height), interpolation=cv2.INTER_LINEAR)
     vis, ir, padding = to_network_inputs(visible_rgb, infrared, (height, width))
     return vis, ir, FrameFit(padding, frame_size, resized)
+
+
+def fit_to_model(visible: np.ndarray, infrared: np.ndarray,
+                 contract: ModelContract) -> tuple[dict[str, np.ndarray], FrameFit]:
+    """The model feed for one registered pair (RGB ``H×W×3`` and 8-bit grey ``H×W``).
+
+    Sizing is the toolkit's one policy, :func:`fit_to_input` (pad smaller frames, resize larger
+    ones), so at model size the feed is exactly :func:`to_network_inputs`, the preprocessing used
+    in evaluation. The runtime, the benchmarks and the calibration sets all feed models through
+    here, so a model's layout (3-channel infrared, uint8 NHWC, static batch) is honoured once.
+    """
+    vis, ir, fit = fit_to_input(visible, infrared, contract.height, contract.width)
+    if contract.ir_channels == 3:
+        ir = np.repeat(ir, 3, axis=1)
+    if contract.uint8_io:     # the graph divides by 255 itself: the same pixels, as uint8 NHWC
+        vis, ir = (np.rint(x * 255.0).astype(np.uint8).transpose(0, 2, 3, 1) for x in (vis, ir))
+    batch = 1 if (contract.dynamic or {}).get("batch") else contract.batch
+    if batch > 1:             # a static-batch model: fill the batch with the frame, keep item 0
+        vis, ir = np.repeat(vis, batch, axis=0), np.repeat(ir, batch, axis=0)
+    return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}, fit

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..backends.base import Runner
 from ..contract import ModelContract
-from ..data.preprocess import FrameFit, fit_to_input
+from ..data.preprocess import FrameFit, fit_to_model
 from ..data.sources import Frame, PairedSource, redact, report
 from ..errors import SourceError
 from ..utils.files import write_json_atomic
@@ -42,23 +42,6 @@ STAGES = ("capture", "preprocess", "model", "postprocess", "output")
 
 
 # --- frames in and out of the model ----------------------------------------------------------
-
-def fit_to_model(visible: np.ndarray, infrared: np.ndarray,
-                 contract: ModelContract) -> tuple[dict[str, np.ndarray], FrameFit]:
-    """The model feed for one registered pair (RGB ``H×W×3`` and 8-bit grey ``H×W``).
-
-    Sizing is the toolkit's one policy, :func:`~mrfs_edge.data.preprocess.fit_to_input`
-    (pad smaller frames, resize larger ones), so at model size the feed is exactly
-    :func:`~mrfs_edge.data.preprocess.to_network_inputs`, the preprocessing used in evaluation.
-    """
-    vis, ir, fit = fit_to_input(visible, infrared, contract.height, contract.width)
-    if contract.uint8_io:     # the graph divides by 255 itself: the same pixels, as uint8 NHWC
-        vis, ir = (np.rint(x * 255.0).astype(np.uint8).transpose(0, 2, 3, 1) for x in (vis, ir))
-    batch = 1 if (contract.dynamic or {}).get("batch") else contract.batch
-    if batch > 1:             # a static-batch model: fill the batch with the frame, keep item 0
-        vis, ir = np.repeat(vis, batch, axis=0), np.repeat(ir, batch, axis=0)
-    return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}, fit
-
 
 def argmax_classes(logits: np.ndarray) -> np.ndarray:
     """Per-pixel class (uint8 ``H×W``) of ``C×H×W`` logits; ties keep the lower class, as argmax does.
