@@ -171,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path = _fp32_onnx(args, output_dir)
     summary: dict[str, Any] = {"precision": args.precision, "fp32_onnx": str(fp32_path)}
     onnx_for_engine, budget_met = fp32_path, True
-    int8 = args.precision in ("int8", "best")
-    if int8 and args.quant == "explicit":
-        if _has_qdq(fp32_path):
+    calibrated = _has_qdq(fp32_path)
+    if args.precision in ("int8", "best") and args.quant == "explicit":
+        if calibrated:
             announce(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
         else:
             onnx_for_engine, summary["int8"] = _int8_graph(fp32_path, output_dir, args)
             budget_met = bool(summary["int8"]["budget_met"])
-    if args.precision in ("fp16", "best") and not _has_qdq(fp32_path):
+    if args.precision in ("fp16", "best") and not calibrated:
         summary["fp16"] = _fp16_graph(fp32_path, output_dir, args)
 
     engine = _engine_path(args, output_dir, onnx_for_engine)
