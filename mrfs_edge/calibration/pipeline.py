@@ -88,7 +88,8 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     candidates = weighted_nodes(fp32)
     with atomic_path(out_dir / f"{stem}.int8-all.onnx") as full_path:
         log(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
-        quantize_ort(fp32_onnx, full_path, calibration, config.method, table)
+        table.unlink(missing_ok=True)   # a table left by an earlier run may come from other pairs
+        quantize_ort(fp32_onnx, full_path, calibration, config.method, table, candidates)
         full = onnx.load(str(full_path))
     phase("calibrate")
     macs = node_macs(fp32)

@@ -64,17 +64,18 @@ def quantize_ort(fp32_path: Path, output: Path, calibration: CalibrationSet, met
                  table_path: Path, nodes: list[str] | None = None) -> Path:
     """Quantise ``nodes`` (default: every weighted node) with ranges from ``table_path``.
 
-    The range table (ONNX Runtime's JSON calibration cache) is computed from
-    ``calibration`` on first use and reused afterwards, so the data is read only once.
+    The range table (ONNX Runtime's JSON calibration cache) is computed from ``calibration``
+    when ``table_path`` does not exist and read from it when it does: a caller that may hold a
+    table of other data must remove it first.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    model = onnx.load(str(fp32_path))
     kwargs: dict[str, object] = {}
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(table_path)
+    nodes = nodes or weighted_nodes(onnx.load(str(fp32_path)))
     quantize_static(str(fp32_path), str(output), calibration.ort_reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=nodes or weighted_nodes(model),
+                    op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=nodes,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=_ort_method(method), extra_options=ort_extra_options(method), **kwargs)
     return output
