@@ -169,8 +169,8 @@ class Harness:
         path = self.files.path_for(mode)
         reasons: dict[str, str] = {}
         self.memory.reset()
-        device_before = device_memory_in_use() if mode.runtime == "tensorrt" else None
-        runner = self.files.open(mode)
+        runner = self.files.open(mode)   # not activated yet: nothing is on the device
+        device_before = device_memory_in_use() if runner.device != "cpu" else None
         if not self.palette:
             self.palette = runner.contract.palette
         try:
@@ -247,7 +247,7 @@ class Harness:
                        "pair_names": self.folder.names, "labelled": self.labelled,
                        "input_size": [self.height, self.width], "modes": [r["mode"] for r in rows],
                        "runs": config.runs, "warmup": config.warmup, "batches": list(config.batches),
-                       "threads": config.threads, "onnx": str(config.onnx) if config.onnx else None,
+                       "threads": config.threads, "torch_device": config.torch_device, "onnx": str(config.onnx) if config.onnx else None,
                        "qdq": str(config.qdq) if config.qdq else None,
                        "engines": {k: str(v) for k, v in config.engines.items()},
                        "reference": REFERENCE, "seconds": round(seconds, 1)},
