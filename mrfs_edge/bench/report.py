@@ -130,6 +130,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + [""]
 
 
+def _peak_mb(row: Mapping[str, Any]) -> float | None:
+    """The table's memory figure: device memory for a row run on a GPU, else host memory."""
+    memory = row["memory"] or {}
+    device = memory.get("device_mb")
+    return device if device is not None else memory.get("host_peak_rss_mb")
+
+
 def _mode_cell(row: Mapping[str, Any]) -> str:
     return f"{row['label']}" + (" *" if row["emulated"] else "")
 
@@ -166,7 +173,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         [[_mode_cell(r), f"{r['backend']} · {r['device'] or '–'}", _num(r["file_size_bytes"], 1, 1e-6),
           _num((first_latency(r) or {}).get("p50_ms")), _num((first_latency(r) or {}).get("throughput_fps"), 2),
           _num((first_latency(r) or {}).get("end_to_end_p50_ms")),
-          _num((r["memory"] or {}).get("host_peak_rss_mb") or (r["memory"] or {}).get("device_mb"), 0),
+          _num(_peak_mb(r), 0),
           _num((r["accuracy"] or {}).get("miou"), 2, 100), _num((r["accuracy"] or {}).get("miou_drop"), 2, 100),
           _num((r["accuracy"] or {}).get("agreement"), 3, 100), _num((r["accuracy"] or {}).get("fused_psnr"), 1),
           _num((r["accuracy"] or {}).get("fused_ssim"), 4)] for r in rows])
