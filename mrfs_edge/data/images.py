@@ -12,16 +12,23 @@ from ..errors import ImageError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _read(path: Path, flags: int) -> np.ndarray:
+def _read_bytes(path: Path) -> np.ndarray:
     if not path.exists():
         raise ImageError(f"{path}: no such image")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    return np.fromfile(str(path), dtype=np.uint8)
+
+
+def _decode(path: Path, data: np.ndarray, flags: int) -> np.ndarray:
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise ImageError(f"{path}: unreadable or corrupt image ({data.size} bytes)")
     return image
+
+
+def _read(path: Path, flags: int) -> np.ndarray:
+    return _decode(path, _read_bytes(path), flags)
 
 
 def read_visible(path: str | os.PathLike[str]) -> np.ndarray:
@@ -36,12 +43,14 @@ def read_infrared(path: str | os.PathLike[str]) -> np.ndarray:
     A 3-channel thermal file (colour-mapped or replicated) is reduced to grey, as the
     authors' loader reads infrared with ``IMREAD_GRAYSCALE``.
     """
-    image = _read(Path(path), cv2.IMREAD_UNCHANGED)
+    path = Path(path)
+    data = _read_bytes(path)
+    image = _decode(path, data, cv2.IMREAD_UNCHANGED)
     if image.ndim == 3:
         # Decode again the authors' way: the decoder's own grey conversion differs from
         # cvtColor (±1 for PNG; JPEG decodes luma directly).
         depth = cv2.IMREAD_ANYDEPTH if image.dtype == np.uint16 else 0
-        image = _read(Path(path), cv2.IMREAD_GRAYSCALE | depth)
+        image = _decode(path, data, cv2.IMREAD_GRAYSCALE | depth)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{path}: infrared image has unsupported pixel type {image.dtype}")
     return image
