@@ -2,8 +2,14 @@
 
 Core install (numpy, OpenCV, ONNX Runtime) is torch-free: it runs exported models. Extras:
 ``export`` (PyTorch, ONNX tooling, quantisation) for export/calibration/training/benchmarks,
-``trt`` (TensorRT bindings from PyPI, cuda-python; on Jetson use JetPack's TensorRT instead),
-``dev`` (tests and type checks).
+``trt`` (TensorRT bindings and the CUDA runtime from PyPI; on Jetson use JetPack's TensorRT instead),
+``opencv`` (pip's OpenCV, for aarch64 machines without a system one), ``dev`` (tests and type checks).
+
+Jetson: JetPack's OpenCV is built with GStreamer (``csi://``, ``gst://``); pip's wheels are not. The
+OpenCV requirement is therefore skipped on aarch64 so ``pip install .`` in a venv made with
+``--system-site-packages`` keeps the system cv2 (and TensorRT bindings) in charge. NumPy stays
+below 1.24 on Python 3.8 (JetPack 5): TensorRT 8.5.2's bindings use ``np.bool``, removed in 1.24.
+
 """
 from pathlib import Path
 
@@ -18,10 +24,26 @@ setup(
     packages=find_packages(include=["mrfs_edge", "mrfs_edge.*"]),
     package_data={"mrfs_edge": ["assets/*.pth", "assets/*.md", "assets/samples/*.md",
                                 "assets/samples/*/*.png", "assets/samples/*.txt"]},
-    python_requires=">=3.9",
+    python_requires=">=3.8",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Operating System :: POSIX :: Linux",
+    ],
     install_requires=[
-        "numpy>=1.23",
-        "opencv-python-headless>=4.8",
+        # JetPack 5 (Python 3.8, system NumPy 1.17.4): pip installs 1.21-1.23 into the venv, which
+        # TensorRT 8.5.2 and the system cv2 (built against 1.17) both accept; JetPack 6's 1.21.5 satisfies it.
+        'numpy>=1.21,<1.24; python_version < "3.9"',
+        'numpy>=1.21; python_version >= "3.9"',
+        # Not on aarch64 (Jetson): the wheel would shadow JetPack's GStreamer-enabled OpenCV. Use the
+        # `opencv` extra on an aarch64 machine that has no system OpenCV.
+        'opencv-python-headless>=4.5; platform_machine != "aarch64"',
+        # 1.16 to 1.19 are the last releases with Python 3.8 wheels; newer ones for 3.9+.
         "onnxruntime>=1.16",
         "pyyaml>=6",
         "tqdm>=4.60",
@@ -36,9 +58,10 @@ setup(
             "matplotlib>=3.7",
         ],
         "quant": ["nvidia-modelopt[onnx]>=0.19"],
-        # On Jetson, TensorRT ships with JetPack (python3-libnvinfer): do not install this extra there.
-        "trt": ["tensorrt>=8.6", "cuda-python>=12", "polygraphy>=0.49"],
-        "pycuda": ["pycuda>=2022.1"],
-        "dev": ["pytest>=7", "pytest-timeout>=2"],
+        # On Jetson, TensorRT and libcudart ship with JetPack (python3-libnvinfer): do not install this extra there.
+        "trt": ["tensorrt>=8.6", "nvidia-cuda-runtime-cu12>=12", "polygraphy>=0.49"],
+        "opencv": ["opencv-python-headless>=4.5"],
+        # The CUDA runtime wheel: tests load the real libcudart (cuda_memory) on GPU-less machines too.
+        "dev": ["pytest>=7", "pytest-timeout>=2", "packaging>=20", "nvidia-cuda-runtime-cu12>=12"],
     },
 )

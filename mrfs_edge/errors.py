@@ -5,6 +5,9 @@ non-zero, so a user never reads a traceback for bad input.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 
 class MrfsEdgeError(Exception):
     """Base of every user-facing error; ``str()`` is the one-line message."""
@@ -32,3 +35,28 @@ class SourceError(MrfsEdgeError):
 
 class ExportError(MrfsEdgeError):
     """An export failed its parity check or produced an invalid graph."""
+
+
+class MissingExtraError(MrfsEdgeError):
+    """A workstation step needs an optional package (torch, onnx, ...) this install lacks."""
+
+
+# Packages of the ``export`` extra: what a Jetson (core install) does not have.
+EXPORT_PACKAGES = ("torch", "onnx", "onnxslim", "onnxconverter_common", "matplotlib")
+
+
+@contextmanager
+def needs_extra(step: str, extra: str = "export", packages: Sequence[str] = EXPORT_PACKAGES) -> Iterator[None]:
+    """Turn a missing heavy package inside ``step`` into one line that names the pip extra.
+
+    Workstation steps import torch/onnx only when they run, so the target commands work on a
+    core install; when such a step does run there, the user learns what to install, not a traceback.
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in packages:
+            raise
+        raise MissingExtraError(f"{step} needs {root}, which is not installed: pip install -e '.[{extra}]' "
+                                "(a workstation step; on the target build from the prepared ONNX)") from exc

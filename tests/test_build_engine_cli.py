@@ -40,8 +40,17 @@ def test_fp16_without_tensorrt_writes_the_pinned_graph_and_its_emulated_agreemen
     held = summary["fp16"]["held_out"]
     assert held["pairs"] == 2 and held["pixel_agreement"] >= 0.999 and held["fused_psnr"] >= 45
     assert summary["engine"] == {"path": None, "reason": "TensorRT not installed"}
-    assert summary["target_command"].startswith(f"python3 export/build_engine.py --onnx {demo_onnx} --fp16")
+    # The target builds the FP16 graph (pins in its types): TensorRT 11 builds strongly typed only.
+    half_path = summary["fp16"]["fp16_onnx"]
+    assert summary["target_command"].startswith(f"python3 export/build_engine.py --onnx {half_path} --fp16")
+    assert summary["onnx_for_engine"] == half_path
     assert "on the target (Jetson), run:" in capsys.readouterr().err
+    # The target command, run here, builds the FP16 graph as is and keeps the figures above.
+    assert cli.main(["--onnx", half_path, "--fp16", "--output-dir", str(out)]) == 0
+    assert "already an FP16 graph" in capsys.readouterr().err
+    target = json.loads((out / f"{demo_onnx.stem}.fp16.target.build.json").read_text())
+    assert "fp16" not in target and target["onnx_for_engine"] == half_path
+    assert json.loads((out / f"{demo_onnx.stem}.fp16.build.json").read_text())["fp16"]["held_out"] == held
 
 
 def test_require_engine_is_a_one_line_error_after_the_onnx_work(tmp_path, demo_onnx, monkeypatch, capsys):
@@ -90,7 +99,7 @@ def test_with_tensorrt_the_builder_gets_the_flags_and_a_qdq_graph_is_built_as_is
     assert onnx_in == qdq and engine == tmp_path / "model.int8.engine"
     assert (config.precision, config.quant, config.workspace_mib, config.dla_core) == ("int8", "explicit", 512, 0)
     assert config.calibrator is None and config.timing_cache == str(tmp_path / "t.cache")
-    summary = json.loads((tmp_path / "model.int8.build.json").read_text())
+    summary = json.loads((tmp_path / "model.int8.target.build.json").read_text())
     assert summary["engine"]["path"] == str(engine) and "int8" not in summary   # no recalibration
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from ..assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES, announce
 from ..cli import run_cli
 from ..data.pairs import PairFolder
-from .qdq import CALIBRATION_METHODS
-from .sensitivity import Budget
+from .options import CALIBRATION_METHODS, Budget
 
 
 def parse_budget(text: str) -> Budget:

@@ -21,9 +21,9 @@ import onnx
 from onnx import numpy_helper
 
 from .dataset import CalibrationSet
+from .options import CALIBRATION_METHODS
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
-CALIBRATION_METHODS = ("entropy", "max", "percentile")
 
 
 def weighted_nodes(model: onnx.ModelProto) -> list[str]:

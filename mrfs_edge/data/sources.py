@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 import cv2
@@ -33,6 +33,8 @@ import numpy as np
 
 from ..errors import SourceError
 from .images import IMAGE_EXTENSIONS, read_infrared, read_visible
+
+_S = TypeVar("_S", bound="Source")  # typing.Self is 3.11+: JetPack 5/6 run 3.8/3.10
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 ROLES = ("visible", "infrared")
@@ -113,7 +115,7 @@ class Source(ABC):
         """Stream time of a file frame (live frames are stamped at capture instead)."""
         return index / self.fps
 
-    def open(self) -> Self:
+    def open(self: _S) -> _S:
         """Open (again) for reading; a closed file source starts over from its first frame."""
         if not self._opened:
             self._closing.clear()

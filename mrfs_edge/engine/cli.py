@@ -27,9 +27,10 @@ from typing import Any
 from ..assets import announce, checkpoint_or_default
 from ..calibration.cli import add_calibration_arguments, config_from_args, eval_folder_from_args, folders_from_args
 from ..cli import run_cli
-from ..errors import ExportError
+from ..errors import ExportError, needs_extra
 from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
 from ..utils.files import write_json_atomic
+from ..utils.onnx_scan import scan_onnx
 from .builder import PRECISIONS, EngineBuildConfig
 
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--workspace", type=int, default=1024, metavar="MiB", help="builder workspace (default 1024)")
     trt.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
     trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (faster rebuilds)")
+    trt.add_argument("--tf32", action="store_true",
+                     help="allow TF32 for FP32 layers (faster on Ampere+, not reference numerics; default off)")
     trt.add_argument("--require-engine", action="store_true",
                      help="fail (exit 2) when no engine can be built here instead of stopping after the ONNX")
     add_export_arguments(p)
@@ -71,7 +74,8 @@ def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
         if not path.is_file():
             raise ExportError(f"{path}: no such ONNX file")
         return path
-    from ..export import export_or_reuse
+    with needs_extra("exporting a checkpoint (no --onnx given)"):
+        from ..export import export_or_reuse
 
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
@@ -81,20 +85,15 @@ def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
                            args.parity_data, args.parity_split)
 
 
-def _has_qdq(path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
-
-
 def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write the FP16 graph with its pins and measure it against FP32 on the held-out pairs."""
-    import onnx
-
     from ..backends.onnxruntime_runner import read_onnx_contract
-    from ..calibration.pipeline import held_out_agreement
-    from ..export.fp16 import convert_to_fp16
+
+    with needs_extra("FP16 conversion"):
+        import onnx
+
+        from ..calibration.pipeline import held_out_agreement
+        from ..export.fp16 import convert_to_fp16
 
     half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")
     contract = read_onnx_contract(fp32_path)
@@ -107,7 +106,8 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
 def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """Calibrate on the CPU and write the mixed-precision Q/DQ graph; its summary's figures."""
-    from ..calibration.pipeline import calibrate
+    with needs_extra("INT8 calibration"):
+        from ..calibration.pipeline import calibrate
 
     calib, evaluation = folders_from_args(args)
     artifacts = calibrate(fp32_path, output_dir, calib, config_from_args(args), evaluation, log=announce)
@@ -115,7 +115,9 @@ def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
 
 def _engine_path(args: argparse.Namespace, output_dir: Path, source: Path) -> Path:
-    stem = source.name.removesuffix(".onnx").removesuffix(".int8")
+    stem = source.name
+    for suffix in (".onnx", ".int8", ".fp16"):  # str.removesuffix is 3.9+: JetPack 5 runs 3.8
+        stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
     return Path(args.output) if args.output else output_dir / f"{stem}.{args.precision}.engine"
 
 
@@ -127,6 +129,8 @@ def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path
         parts += ["--quant", "implicit", "--calib-dir", args.calib_dir or "<calibration pairs>"]
     if args.dla_core is not None:
         parts += ["--dla-core", str(args.dla_core)]
+    if args.tf32:
+        parts += ["--tf32"]
     if args.timing_cache:
         parts += ["--timing-cache", args.timing_cache]
     return shlex.join(parts)
@@ -149,8 +153,16 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
         calibration = CalibrationSet.from_folder(calib, args.calib_count, read_onnx_contract(onnx_for_engine))
         calibrator = make_calibrator(TrtApi(), calibration, output_dir / f"{engine.stem}.calib.cache", method,
                                      fingerprint=calibration.fingerprint())
+    extra: dict[str, Any] = {}
+    if args.tf32:
+        if "allow_tf32" not in EngineBuildConfig.__dataclass_fields__:
+            raise ExportError("--tf32: this toolkit's engine builder cannot set TF32 yet")
+        extra["allow_tf32"] = True
+    elif "allow_tf32" in EngineBuildConfig.__dataclass_fields__:
+        extra["allow_tf32"] = False
     config = EngineBuildConfig(precision=args.precision, quant=args.quant, workspace_mib=args.workspace,
-                               dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator)
+                               dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator,
+                               **extra)
     try:
         sidecar = build_engine(onnx_for_engine, engine, config)
     finally:
@@ -171,15 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path = _fp32_onnx(args, output_dir)
     summary: dict[str, Any] = {"precision": args.precision, "fp32_onnx": str(fp32_path)}
     onnx_for_engine, budget_met = fp32_path, True
-    calibrated = _has_qdq(fp32_path)
-    if args.precision in ("int8", "best") and args.quant == "explicit":
-        if calibrated:
-            announce(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
-        else:
-            onnx_for_engine, summary["int8"] = _int8_graph(fp32_path, output_dir, args)
-            budget_met = bool(summary["int8"]["budget_met"])
-    if args.precision in ("fp16", "best") and not calibrated:
+    scan = scan_onnx(fp32_path)
+    calibrated, half = scan.has_qdq, scan.is_fp16
+    prepared = calibrated or half   # built as is: the target run of a graph prepared on the workstation
+    if calibrated:
+        announce(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
+    elif half:
+        announce(f"{fp32_path.name} is already an FP16 graph (FP32 pins in its types): building it as is")
+    if args.precision in ("int8", "best") and args.quant == "explicit" and not prepared:
+        onnx_for_engine, summary["int8"] = _int8_graph(fp32_path, output_dir, args)
+        budget_met = bool(summary["int8"]["budget_met"])
+    if args.precision in ("fp16", "best") and not prepared:
         summary["fp16"] = _fp16_graph(fp32_path, output_dir, args)
+        if args.precision == "fp16":
+            # TensorRT 11 builds strongly typed only: the FP16 graph is what makes the engine FP16.
+            onnx_for_engine = Path(summary["fp16"]["fp16_onnx"])
 
     engine = _engine_path(args, output_dir, onnx_for_engine)
     summary["onnx_for_engine"] = str(onnx_for_engine)
@@ -192,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         announce(f"no engine built here: {reason}")
         announce(f"on the target (Jetson), run: {summary['target_command']}")
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary_path = write_json_atomic(output_dir / f"{engine.stem}.build.json", summary)
+    # A prepared graph's build (the target command) writes its own summary, so running it on the
+    # workstation keeps the workstation summary's accuracy figures.
+    summary_name = f"{engine.stem}.target.build.json" if prepared else f"{engine.stem}.build.json"
+    summary_path = write_json_atomic(output_dir / summary_name, summary)
     announce(f"summary: {summary_path}")
     if not available and args.require_engine:
         raise ExportError(f"--require-engine: {reason}")

@@ -1,0 +1,113 @@
+"""What an ONNX file holds, read from its protobuf bytes without the onnx package (torch/onnx-free).
+
+The target commands must decide whether a graph is already prepared (Q/DQ nodes: calibrated;
+FP16 initializers: the FP16 graph with its FP32 pins in the types) on a Jetson, where only the
+core install exists. Only the few fields needed are decoded (ModelProto.graph = 7,
+metadata_props = 14; GraphProto.node = 1, initializer = 5; NodeProto.op_type = 4;
+TensorProto.data_type = 2); everything else is skipped by its length.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, FrozenSet, Tuple, Union
+
+from ..errors import ModelFileError
+
+FLOAT16 = 10  # onnx.TensorProto.FLOAT16
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+_Field = Tuple[int, int, Union[int, memoryview]]
+
+
+@dataclass(frozen=True)
+class OnnxScan:
+    """Node op types, initializer element types and metadata of one ONNX file."""
+
+    op_types: FrozenSet[str]
+    initializer_types: FrozenSet[int]
+    metadata: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_qdq(self) -> bool:
+        return bool(self.op_types & QDQ_OPS)
+
+    @property
+    def is_fp16(self) -> bool:
+        """Float16 weights: the graph already carries FP16 types (convert_to_fp16's output)."""
+        return FLOAT16 in self.initializer_types
+
+
+def _varint(data: memoryview, pos: int) -> Tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: memoryview) -> Iterator[_Field]:
+    """``(field number, wire type, value)``; length-delimited values are views, not copies."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise ValueError("length past the end")
+            yield number, wire, data[pos:pos + length]
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    if pos != end:
+        raise ValueError("truncated field")
+
+
+def _text(value: Union[int, memoryview]) -> str:
+    return bytes(value).decode("utf-8") if isinstance(value, memoryview) else ""
+
+
+def _scan(data: memoryview) -> OnnxScan:
+    op_types, init_types, metadata = set(), set(), {}
+    for number, wire, value in _fields(data):
+        if number == 7 and wire == 2:
+            for g_number, g_wire, g_value in _fields(value):
+                if g_wire != 2:
+                    continue
+                if g_number == 1:
+                    op_types.update(_text(v) for n, w, v in _fields(g_value) if n == 4 and w == 2)
+                elif g_number == 5:
+                    init_types.update(v for n, w, v in _fields(g_value) if n == 2 and w == 0)
+        elif number == 14 and wire == 2:
+            entry = {n: _text(v) for n, w, v in _fields(value) if w == 2}
+            metadata[entry.get(1, "")] = entry.get(2, "")
+    return OnnxScan(frozenset(op_types), frozenset(init_types), metadata)
+
+
+def scan_onnx(path: Union[str, "os.PathLike[str]"]) -> OnnxScan:
+    """Read ``path``'s node types, initializer types and metadata; one-line error if it is no ONNX."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such ONNX file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: empty file, not an ONNX model")
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            return _scan(view)
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{path}: not a readable ONNX protobuf ({exc})") from None
+        finally:
+            view.release()
