@@ -6,7 +6,8 @@ toolkit prints comes from one implementation.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Callable, Tuple
 
 import cv2
 import numpy as np
@@ -15,7 +16,8 @@ from .data.pairs import Pair
 from .data.preprocess import to_network_inputs
 from .metrics.segmentation import SegmentationScore
 
-InferFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# typing's generics: a run-time alias must subscript on Python 3.8 (JetPack 5)
+InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 
 def predict_labels(infer: InferFn, pair: Pair, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ optional split list (one name per line, with or without extension) selects and o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from typing import Sequence  # subscripted as a base class: collections.abc's is not on 3.8
 from dataclasses import dataclass
 from pathlib import Path
 
