@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -52,7 +53,8 @@ def bench(small_pairs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench_out")
     config = BenchConfig(data=small_pairs, split=None, output_dir=out, modes=MODES, runs=2, warmup=1, threads=2,
-                         calibration=CalibrationConfig(count=2, mixed_precision=False), grid_pairs=2, progress=False)
+                         calibration=CalibrationConfig(count=2, mixed_precision=False), grid_pairs=2, progress=False,
+                         save_reference=out / "reference.npz")
     return run_benchmark(config, log=lambda _: None)
 
 
@@ -163,11 +165,72 @@ def test_compare_rejects_a_file_that_is_not_a_report(tmp_path, capsys):
     assert "not a benchmark report" in capsys.readouterr().err
 
 
-def test_modes_parse_aliases_and_always_include_the_reference():
-    assert parse_modes(["ort-fp16,ort-fp32"]) == ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-fp16"]
-    assert parse_modes(None)[0] == REFERENCE
+def test_modes_parse_aliases_in_table_order():
+    assert parse_modes(["ort-fp16,ort-fp32", "trt-int8"]) == ["onnxruntime-fp32", "onnxruntime-fp16", "tensorrt-int8"]
+    assert parse_modes(None) is None     # every mode, none asked for by name
     with pytest.raises(ValueError, match="unknown mode"):
         parse_modes(["onnxruntime-fp8"])
+
+
+def test_with_pytorch_the_reference_row_is_added_and_marked(bench):
+    from mrfs_edge.bench import BenchConfig
+    from mrfs_edge.bench.harness import Harness
+
+    plan = Harness(BenchConfig(data=Path(bench.report["config"]["data"]), split=None, modes=["onnxruntime-fp32"],
+                               progress=False), log=lambda _: None).plan()
+    assert plan.modes == [REFERENCE, "onnxruntime-fp32"] and plan.reference_mode == REFERENCE
+    assert [row["reference"] for row in bench.report["rows"]] == [True] + [False] * (len(MODES) - 1)
+    assert bench.report["config"]["reference"] == REFERENCE
+
+
+def test_saved_reference_scores_a_row_as_the_reference_run_did(bench, tmp_path):
+    """--save-reference on the workstation, --reference on a machine that does not run the reference model."""
+    from mrfs_edge.bench import BenchConfig, run_benchmark
+
+    saved = bench.paths["json"].parent / "reference.npz"
+    config = BenchConfig(data=Path(bench.report["config"]["data"]), split=None, output_dir=tmp_path,
+                         modes=["onnxruntime-fp32"], runs=1, warmup=0, threads=2, reference=saved, progress=False)
+    again = run_benchmark(config, log=lambda _: None).report
+    assert [row["mode"] for row in again["rows"]] == ["onnxruntime-fp32"]   # PyTorch did not run here
+    assert again["config"]["reference"] == REFERENCE and again["config"]["reference_file"] == str(saved)
+    first, second = rows_by_mode(bench.report)["onnxruntime-fp32"], again["rows"][0]
+    for key in ("agreement", "fused_psnr", "fused_ssim", "max_abs_fused", "miou", "miou_drop"):
+        assert second["accuracy"][key] == pytest.approx(first["accuracy"][key], rel=1e-6, abs=1e-9), key
+    assert second["fusion_delta"] == pytest.approx(first["fusion_delta"], rel=1e-6, abs=1e-9)
+
+
+def test_saved_reference_must_match_the_pairs(bench, small_pairs, tmp_path, capsys):
+    saved = bench.paths["json"].parent / "reference.npz"
+    # The bundled pairs: same names as the two cropped ones it holds, at full size; then a pair it lacks.
+    code = run_cli(main, ["--reference", str(saved), "--modes", "ort-fp32", "--no-progress",
+                          "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "are 320x224, the pair is 640x480" in err[-1]
+    other = tmp_path / "other"
+    for folder in ("vi", "ir", "label"):
+        (other / folder).mkdir(parents=True)
+        for path in sorted((small_pairs / folder).iterdir()):
+            (other / folder / f"x{path.name}").write_bytes(path.read_bytes())
+    code = run_cli(main, ["--reference", str(saved), "--modes", "ort-fp32", "--data", str(other), "--no-progress",
+                          "--output-dir", str(tmp_path)])
+    assert code == 2 and "no reference outputs for pair x" in capsys.readouterr().err
+
+
+def test_reference_file_that_is_not_one_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "ref.npz"
+    np.savez(bad, meta=np.array("{}"))
+    assert run_cli(main, ["--reference", str(bad), "--modes", "ort-fp32", "--no-progress"]) == 2
+    assert "not a reference file" in capsys.readouterr().err
+
+
+def test_explicit_pytorch_row_without_pytorch_fails_in_one_line(monkeypatch, capsys, small_pairs, tmp_path):
+    import mrfs_edge.bench.harness as harness
+
+    monkeypatch.setattr(harness, "torch_installed", lambda: False)
+    code = run_cli(main, ["--modes", "pytorch", "ort-fp32", "--data", str(small_pairs), "--no-progress",
+                          "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --modes pytorch-fp32: PyTorch not installed")
 
 
 def test_without_labels_ground_truth_figures_are_null_with_the_reason():
@@ -184,3 +247,127 @@ def test_without_labels_ground_truth_figures_are_null_with_the_reason():
         assert result.figures["per_class_iou"] is None
     assert other.figures["agreement"] == 1.0 and len(other.outputs) == 1
     assert 30 < other.figures["fused_psnr"] < 50 and math.isfinite(other.fusion_delta["EN"])
+
+
+# ------------------------------------------------------------------ the engine row on a torch-free target
+
+DOUBLES = Path(__file__).resolve().parent / "doubles"
+REPO = Path(__file__).resolve().parents[1]
+BLOCKED = ("torch", "onnx", "onnxconverter_common", "onnxslim", "matplotlib", "modelopt")
+# A Jetson image as the bench sees it: these imports fail (sys.modules[name] = None makes `import` raise).
+TORCH_FREE = ("import runpy, sys\n"
+              f"for name in {BLOCKED!r}:\n    sys.modules[name] = None\n"
+              "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+BUILD = ("import sys\nfrom mrfs_edge.engine import EngineBuildConfig, build_engine\n"
+         "build_engine(sys.argv[1], sys.argv[2], EngineBuildConfig(precision='int8'))\n")
+
+
+@pytest.fixture(scope="module")
+def jetson_like(tmp_path_factory):
+    """A tiny Q/DQ engine built by the TensorRT double (10.3, JetPack 6) over the fake libcudart, its FP32
+    ONNX beside it as build_engine.py leaves them, labelled 32x64 pairs, and a torch-free runner of scripts."""
+    if not (DOUBLES / "tensorrt" / "__init__.py").is_file() or not (DOUBLES / "cudart_double.py").is_file():
+        pytest.skip("TensorRT double (tests/doubles/tensorrt) or fake libcudart (tests/doubles/cudart_double.py) "
+                    "not in this checkout")
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from fake_tensorrt import make_tiny_onnx, tiny_contract
+
+    spec = importlib.util.spec_from_file_location("cudart_double", DOUBLES / "cudart_double.py")
+    cudart_double = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cudart_double)
+    root = tmp_path_factory.mktemp("jetson")
+    try:
+        cudart = cudart_double.build_fake_cudart(root / "cudart")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    build = root / "build"
+    build.mkdir()
+    make_tiny_onnx(build / "tiny.onnx", tiny_contract())
+    make_tiny_onnx(build / "tiny.int8.onnx", tiny_contract(), qdq=True)
+    pairs = root / "pairs"
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        for folder, image in (("vi", rng.integers(0, 256, (32, 64, 3))), ("ir", rng.integers(0, 256, (32, 64))),
+                              ("label", rng.integers(0, 3, (32, 64)))):
+            (pairs / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(pairs / folder / f"{name}.png"), image.astype(np.uint8))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DOUBLES), str(REPO)]), "MRFS_FAKE_TRT_RELEASE": "10.3.0",
+           "MRFS_EDGE_CUDART": str(cudart)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-c", TORCH_FREE, *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    (root / "build_api.py").write_text(BUILD)
+    built = run(str(root / "build_api.py"), str(build / "tiny.int8.onnx"), str(build / "tiny.int8.engine"))
+    assert built.returncode == 0, built.stderr
+
+    def bench(engine: Path, out: str, *extra: str) -> dict:
+        done = run("benchmarks/run.py", "--engine", str(engine), "--modes", "trt-int8", "--data", str(pairs),
+                   "--runs", "2", "--warmup", "1", "--threads", "1", "--no-progress", "--output-dir",
+                   str(root / out), *extra)
+        assert done.returncode == 0, done.stderr
+        return {"report": json.loads((root / out / "report.json").read_text()), "stderr": done.stderr}
+
+    return SimpleNamespace(root=root, build=build, bench=bench)
+
+
+@pytest.fixture(scope="module")
+def beside(jetson_like):
+    """The README's Jetson benchmark: the engine and the FP32 ONNX in build/, no PyTorch, no onnx."""
+    return jetson_like.bench(jetson_like.build / "tiny.int8.engine", "beside", "--save-reference",
+                             str(jetson_like.root / "ref.npz"))
+
+
+@pytest.fixture(scope="module")
+def lonely_engine(jetson_like) -> Path:
+    """The engine and its sidecar copied away from the FP32 ONNX."""
+    folder = jetson_like.root / "lonely"
+    folder.mkdir()
+    for name in ("tiny.int8.engine", "tiny.int8.engine.json"):
+        (folder / name).write_bytes((jetson_like.build / name).read_bytes())
+    return folder / "tiny.int8.engine"
+
+
+def test_torch_free_engine_row_is_measured_against_the_fp32_onnx_beside_it(beside):
+    report, rows = beside["report"], rows_by_mode(beside["report"])
+    assert list(rows) == ["pytorch-fp32", "onnxruntime-fp32", "tensorrt-int8"]
+    assert rows["pytorch-fp32"]["latency"] is None
+    assert rows["pytorch-fp32"]["reasons"]["latency"].startswith("PyTorch not installed")
+    assert report["config"]["reference"] == "onnxruntime-fp32" and rows["onnxruntime-fp32"]["reference"]
+    assert rows["onnxruntime-fp32"]["model_file"].endswith("tiny.onnx")
+    engine = rows["tensorrt-int8"]
+    assert engine["backend"] == "tensorrt" and engine["latency"]["b1"]["p50_ms"] > 0
+    assert 0.0 <= engine["accuracy"]["miou"] <= 1.0 and engine["accuracy"]["pairs"] == 2
+    assert 0.5 <= engine["accuracy"]["agreement"] <= 1.0    # INT8 Q/DQ against the FP32 graph
+    assert engine["accuracy"]["miou_drop"] == pytest.approx(
+        rows["onnxruntime-fp32"]["accuracy"]["miou"] - engine["accuracy"]["miou"])
+    assert "matplotlib not installed" in report["plots"]["grid"][1]
+
+
+def test_torch_free_engine_without_a_reference_is_scored_on_ground_truth_only(jetson_like, beside, lonely_engine):
+    result = jetson_like.bench(lonely_engine, "lonely")
+    rows = rows_by_mode(result["report"])
+    assert list(rows) == ["pytorch-fp32", "tensorrt-int8"] and result["report"]["config"]["reference"] is None
+    engine = rows["tensorrt-int8"]
+    assert engine["accuracy"]["miou"] == pytest.approx(rows_by_mode(beside["report"])["tensorrt-int8"]["accuracy"]["miou"])
+    assert engine["accuracy"]["agreement"] is None and engine["fusion_delta"] is None
+    reason = engine["reasons"]["accuracy.agreement"]
+    assert "tiny.onnx" in reason and "--onnx" in reason and "--reference" in reason
+    message = [line for line in result["stderr"].splitlines() if "no FP32 reference" in line]
+    assert len(message) == 1, result["stderr"]
+
+
+def test_torch_free_engine_against_outputs_saved_by_another_run(jetson_like, beside, lonely_engine):
+    result = jetson_like.bench(lonely_engine, "saved", "--reference", str(jetson_like.root / "ref.npz"))
+    report, first = result["report"], rows_by_mode(beside["report"])["tensorrt-int8"]
+    engine = rows_by_mode(report)["tensorrt-int8"]
+    assert report["config"]["reference"] == "onnxruntime-fp32" and report["config"]["reference_file"]
+    for key in ("agreement", "fused_psnr", "max_abs_fused", "miou_drop"):
+        assert engine["accuracy"][key] == pytest.approx(first["accuracy"][key], abs=1e-9), key

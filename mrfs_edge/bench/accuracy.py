@@ -22,6 +22,8 @@ from ..evaluation import predict_labels
 from ..metrics import AgreementScore, SegmentationScore, fusion_metrics
 
 NO_LABELS = "no ground-truth labels in the data: ground-truth metrics skipped"
+# Figures that compare a mode with the reference outputs (null, with the reason, when there are none).
+REFERENCE_FIGURES = ("agreement", "fused_psnr", "fused_ssim", "max_abs_fused", "miou_drop", "per_class_iou_delta")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class ModeAccuracy:
 
     figures: dict[str, object]
     fusion: dict[str, float]          # mean over pairs of each fusion metric
-    fusion_delta: dict[str, float]    # this − reference
+    fusion_delta: dict[str, float] | None   # this − reference (None: no reference in this run)
     reasons: dict[str, str]
     score: SegmentationScore | None   # None without labels
     outputs: list[PairOutputs]        # every pair's outputs, or the first ``keep``
@@ -74,12 +76,15 @@ def run_pairs(runner: Runner, pairs: Iterable[Pair],
 
 
 def score_mode(predictions: Iterable[tuple[Pair, PairOutputs]], class_names: Sequence[str], labelled: bool,
-               reference: ModeAccuracy | None = None, keep: int | None = None) -> ModeAccuracy:
+               reference: ModeAccuracy | None = None, keep: int | None = None,
+               no_reference: str | None = None) -> ModeAccuracy:
     """Score a mode's predictions against ground truth and ``reference`` (same pairs, same order).
 
     ``reference`` must have kept every pair's outputs (``keep=None``). Without one the mode *is*
     the reference and is compared with its own outputs, which gives the identities a reader can
-    check in the report (agreement 1, mIoU drop 0, deltas 0). ``keep`` limits the outputs kept.
+    check in the report (agreement 1, mIoU drop 0, deltas 0), unless ``no_reference`` says why
+    this run has no reference at all: then the comparison figures are null with that reason and
+    only ground truth scores the mode. ``keep`` limits the outputs kept.
     """
     score = SegmentationScore(len(class_names), tuple(class_names)) if labelled else None
     agreement = AgreementScore()
@@ -112,8 +117,15 @@ def score_mode(predictions: Iterable[tuple[Pair, PairOutputs]], class_names: Seq
             reasons[f"accuracy.{key}"] = NO_LABELS
     else:
         figures.update(_ground_truth(score, ref_score, reasons))
-    return ModeAccuracy(figures, fusion, {key: value - ref_fusion[key] for key, value in fusion.items()},
-                        reasons, score, kept)
+    fusion_delta: dict[str, float] | None = {key: value - ref_fusion[key] for key, value in fusion.items()}
+    if reference is None and no_reference is not None:
+        for key in REFERENCE_FIGURES:
+            figures[key] = None
+            reasons = {path: text for path, text in reasons.items() if not path.startswith(f"accuracy.{key}.")}
+            reasons[f"accuracy.{key}"] = no_reference
+        fusion_delta = None
+        reasons["fusion_delta"] = no_reference
+    return ModeAccuracy(figures, fusion, fusion_delta, reasons, score, kept)
 
 
 def _ground_truth(score: SegmentationScore, ref_score: SegmentationScore, reasons: dict[str, str]) -> dict[str, object]:

@@ -3,6 +3,11 @@
 Default: the bundled demo checkpoint on the bundled labelled pairs, all modes (TensorRT rows
 only where TensorRT and a GPU are present), report in build/benchmark/. ``--compare A.json
 B.json`` prints the differences of two reports instead (e.g. host emulation vs the Jetson run).
+
+Reference (what agreement and drops are measured against): PyTorch FP32 eager where PyTorch is
+installed; without it (a Jetson) the FP32 ONNX in ONNX Runtime, from --onnx or found beside the
+--engine (build/<model>.onnx next to build/<model>.int8.engine); or --reference ref.npz, the
+outputs a workstation run saved with --save-reference ref.npz.
 """
 from __future__ import annotations
 
@@ -19,12 +24,14 @@ from .modes import ALIASES, MODES
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="MRFS checkpoint (default: the bundled demo model)")
-    p.add_argument("--onnx", help="FP32 ONNX of that checkpoint to use instead of exporting it")
+    p.add_argument("--onnx", help="FP32 ONNX of that checkpoint to use instead of exporting it (without "
+                                  "PyTorch: the reference; default there: the FP32 ONNX beside --engine)")
     p.add_argument("--data", help="paired folder (vi/ ir/ [label/], ...); without labels the ground-truth "
                                   "metrics are skipped (default: the bundled labelled evaluation pairs)")
     p.add_argument("--split", help="split list inside --data (default: every pair of the folder)")
     p.add_argument("--modes", nargs="+", metavar="MODE",
-                   help=f"subset of {', '.join(MODES)} (short forms {', '.join(ALIASES)}); default: all")
+                   help=f"subset of {', '.join(MODES)} (short forms {', '.join(ALIASES)}); default: all "
+                        "(a row that cannot run here is skipped with the reason; the reference is always added)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per batch size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], metavar="N",
@@ -37,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "export/build_engine.py --int8); default: calibrate once into --output-dir")
     p.add_argument("--engine", action="append", default=[], metavar="PATH",
                    help="TensorRT engine (with its .json sidecar) to run as the row of its precision; repeatable")
+    p.add_argument("--save-reference", metavar="REF.npz",
+                   help="write the reference row's outputs per pair here, for --reference on a machine without PyTorch")
+    p.add_argument("--reference", metavar="REF.npz",
+                   help="compare with outputs saved by --save-reference instead of running a reference model here")
     p.add_argument("--grid-pairs", type=int, default=3, help="pairs shown in grid.png (default 3)")
     p.add_argument("--output-dir", default="build/benchmark", help="where report.md/json, plots and models go")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -67,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                          output_dir=output_dir, modes=modes, runs=args.runs, warmup=args.warmup, batches=args.batch,
                          threads=args.threads, torch_device=args.torch_device, onnx=Path(args.onnx) if args.onnx else None,
                          qdq=Path(args.qdq) if args.qdq else None, engines=engines,
+                         reference=Path(args.reference) if args.reference else None,
+                         save_reference=Path(args.save_reference) if args.save_reference else None,
                          grid_pairs=args.grid_pairs, progress=args.progress)
     result = run_benchmark(config)
     text = markdown(result.report)

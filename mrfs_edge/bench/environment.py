@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +17,8 @@ from .. import __version__
 
 PACKAGES = ("torch", "onnxruntime", "numpy", "onnx", "opencv-python-headless", "tensorrt")
 NOT_INSTALLED = "not installed"
+# JetPack's OpenCV and TensorRT come from apt, without pip metadata: their modules say the version.
+MODULES = {"opencv-python-headless": "cv2", "tensorrt": "tensorrt"}
 
 
 def cpu_name() -> str:
@@ -51,12 +54,15 @@ def machine(gpu: str | None = None) -> dict[str, object]:
 
 
 def versions() -> dict[str, str]:
+    """Package versions from pip metadata, else from a module this run already imported (apt packages)."""
     found = {"python": platform.python_version(), "mrfs_edge": __version__}
     for package in PACKAGES:
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            found[package] = NOT_INSTALLED
+            module = sys.modules.get(MODULES.get(package, ""))
+            version = getattr(module, "__version__", None)
+            found[package] = f"{version} (not from pip)" if version else NOT_INSTALLED
     return found
 
 

@@ -1,12 +1,15 @@
 """One benchmark run: every mode timed and scored on the same pairs, then the report and plots.
 
-The reference (PyTorch FP32 eager) runs first and keeps its outputs; every other mode is
-compared with them pair by pair. A mode that cannot run here (no TensorRT) or fails becomes a
-row of nulls with the reason, so one broken precision never costs the rest of a long run; a
-failing reference ends the run, since nothing else could be scored without it.
+The reference runs first and keeps its outputs; every other mode is compared with them pair by
+pair. It is PyTorch FP32 eager where PyTorch is installed, and on a torch-free target the FP32
+ONNX in ONNX Runtime or the outputs a workstation run saved (:mod:`.reference` says which and
+why). A mode that cannot run here (no TensorRT, no PyTorch) or fails becomes a row of nulls with
+the reason, so one broken precision never costs the rest of a long run; a failing reference
+ends the run, since nothing else could be scored against it.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +25,9 @@ from ..data.pairs import PairFolder
 from . import environment, plots, report
 from .accuracy import ModeAccuracy, PairOutputs, network_size, run_pairs, score_mode
 from .latency import PeakMemory, device_memory_in_use, measure_latency
-from .modes import MODES, REFERENCE, Mode, ModelFiles
+from .modes import FALLBACK_REFERENCE, MODES, REFERENCE, Mode, ModelFiles
+from .reference import (HOW_TO_GET_ONE, PYTORCH_MISSING, ReferenceError, SavedReference, check_fp32_onnx,
+                        fp32_beside, save_reference, torch_installed)
 
 if TYPE_CHECKING:
     from ..calibration.pipeline import CalibrationConfig
@@ -32,13 +37,18 @@ LATENCY_PAIRS = 8      # distinct frames cycled through by the timed runs (read 
 
 @dataclass
 class BenchConfig:
-    """What to run; the defaults are the issue's default run (demo model, bundled labelled pairs)."""
+    """What to run; the defaults are the issue's default run (demo model, bundled labelled pairs).
+
+    ``modes`` None means every mode, none asked for by name (a row that cannot run here is then
+    skipped with its reason; one asked for by name must run). ``reference``: outputs saved by an
+    earlier run's ``save_reference``, compared with instead of running a reference model here.
+    """
 
     checkpoint: Path = DEMO_CHECKPOINT
     data: Path = SAMPLES
     split: Path | None = EVAL_SPLIT
     output_dir: Path = Path("build/benchmark")
-    modes: Sequence[str] = tuple(MODES)
+    modes: Sequence[str] | None = None
     runs: int = 10
     warmup: int = 2
     batches: Sequence[int] = (1,)
@@ -48,6 +58,8 @@ class BenchConfig:
     qdq: Path | None = None
     engines: Mapping[str, Path] = field(default_factory=dict)
     calibration: CalibrationConfig | None = None
+    reference: Path | None = None
+    save_reference: Path | None = None
     grid_pairs: int = 3
     progress: bool = True
 
@@ -58,12 +70,26 @@ class BenchConfig:
             raise ValueError(f"--batch sizes must be ≥ 1 (got {list(self.batches)})")
         if self.threads < 1:
             raise ValueError(f"--threads must be ≥ 1 (got {self.threads})")
-        unknown = [m for m in self.modes if m not in MODES]
-        if unknown:
-            raise ValueError(f"unknown modes {unknown} (choose from {', '.join(MODES)})")
-        if REFERENCE not in self.modes:
-            raise ValueError(f"modes must include {REFERENCE}: the other rows are scored against it")
-        self.modes = [m for m in MODES if m in self.modes]   # table order, the reference first
+        if self.modes is not None:
+            unknown = [m for m in self.modes if m not in MODES]
+            if unknown:
+                raise ValueError(f"unknown modes {unknown} (choose from {', '.join(MODES)})")
+            self.modes = [m for m in MODES if m in self.modes]   # table order, the references first
+        if self.reference is not None and self.save_reference is not None:
+            raise ValueError("--save-reference writes the outputs of a reference run here; "
+                             "it cannot be combined with --reference")
+
+
+@dataclass
+class RowPlan:
+    """Which rows run, which one is the reference, and why the others are not run here."""
+
+    modes: list[str]                 # table order
+    reference_mode: str | None       # the row whose outputs the others are compared with
+    saved: SavedReference | None     # or outputs saved by a workstation run
+    skipped: dict[str, str]          # mode -> why it is not run here
+    source: str                      # what the reference is, for the report
+    no_reference: str | None = None  # why there is none (the comparison figures are then null)
 
 
 @dataclass
@@ -90,6 +116,13 @@ def _describe(runner: Runner, threads: int) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def _failure(exc: BaseException) -> str:
+    """A failed row's reason; a missing optional package names the extra that brings it."""
+    if isinstance(exc, ImportError) and exc.name:
+        return f"skipped: {exc.name.split('.')[0]} not installed (the export extra: pip install '.[export]')"
+    return f"failed: {_first_line(exc)}"
 
 
 class Harness:
@@ -122,49 +155,117 @@ class Harness:
         if self._bar is not None:
             self._bar.update(1)
 
+    def plan(self) -> RowPlan:
+        """The rows and their reference, decided before anything runs (see :mod:`.reference`)."""
+        config = self.config
+        named = config.modes is not None
+        modes = list(config.modes) if config.modes is not None else list(MODES)
+        skipped: dict[str, str] = {}
+        torch_ok = torch_installed()
+        if not torch_ok:
+            if named and REFERENCE in modes:
+                raise ReferenceError(f"--modes {REFERENCE}: {PYTORCH_MISSING}; leave it out and the FP32 ONNX "
+                                     "in ONNX Runtime is the reference")
+            skipped[REFERENCE] = PYTORCH_MISSING
+            modes = modes if REFERENCE in modes else [REFERENCE] + modes   # the row says why it is missing
+        if config.reference is not None:
+            saved = SavedReference(config.reference)
+            for engine in config.engines.values():
+                saved.check_engine(engine)
+            self.log(f"reference: {saved.describe()}")
+            return RowPlan(_ordered(modes), None, saved, skipped, saved.describe())
+        if torch_ok:
+            if REFERENCE not in modes:
+                self.log(f"--modes: adding {REFERENCE}, the reference the other rows are compared with")
+            return RowPlan(_ordered([REFERENCE] + modes), REFERENCE, None, skipped, MODES[REFERENCE].label)
+        fp32, why = self._fp32_reference()
+        if fp32 is None:
+            note = f"no FP32 reference: PyTorch is not installed and {why}; {HOW_TO_GET_ONE}"
+            self.log(f"{note}; the rows are scored against ground truth only")
+            if FALLBACK_REFERENCE in modes:
+                skipped[FALLBACK_REFERENCE] = f"no FP32 ONNX here: {why}"
+            return RowPlan(_ordered(modes), None, None, skipped, "none", note)
+        self.log(f"PyTorch is not installed: the reference is the FP32 ONNX {fp32} in ONNX Runtime")
+        return RowPlan(_ordered([FALLBACK_REFERENCE] + modes), FALLBACK_REFERENCE, None, skipped,
+                       f"{MODES[FALLBACK_REFERENCE].label} ({fp32})")
+
+    def _fp32_reference(self) -> tuple[Path | None, str]:
+        """The FP32 ONNX to run as the reference without PyTorch: ``--onnx``, beside an engine, or made here."""
+        config = self.config
+        if config.onnx is not None:
+            return check_fp32_onnx(config.onnx), ""
+        if config.engines:
+            reasons = []
+            for engine in config.engines.values():
+                found, why = fp32_beside(engine)
+                if found is not None:
+                    self.files.onnx = found
+                    return found, ""
+                reasons.append(why)
+            return None, "; ".join(reasons)
+        return self.files.fp32_if_ready()
+
     def run(self) -> BenchResult:
         config = self.config
         started, load_start = time.perf_counter(), environment.load_average()
-        modes = [MODES[name] for name in config.modes]
+        plan = self.plan()
+        modes = [MODES[name] for name in plan.modes]
         trt_ok, trt_reason = True, ""
-        if any(m.runtime == "tensorrt" for m in modes):
+        if any(m.runtime == "tensorrt" and m.name not in plan.skipped for m in modes):
             from ..engine import tensorrt_status
 
             trt_ok, trt_reason = tensorrt_status()
-        runnable = [m for m in modes if m.runtime != "tensorrt" or trt_ok]
+        for mode in modes:
+            if mode.runtime == "tensorrt" and not trt_ok:
+                plan.skipped.setdefault(mode.name, trt_reason)
+        runnable = [m for m in modes if m.name not in plan.skipped]
         per_mode = sum(config.warmup + config.runs for _ in config.batches) + len(self.folder)
         self.log(f"{len(self.folder)} pairs at {self.width}x{self.height}, modes: {', '.join(m.name for m in modes)}; "
                  f"{config.threads} threads")
         rows: list[dict[str, Any]] = []
         grid: dict[str, list[PairOutputs]] = {}
-        reference: ModeAccuracy | None = None
+        reference = self._saved_accuracy(plan.saved) if plan.saved is not None else None
         with tqdm(total=per_mode * len(runnable), desc="benchmark", unit="run", disable=not config.progress,
                   dynamic_ncols=True) as self._bar:
             for mode in modes:
                 if mode not in runnable:
-                    rows.append(report.empty_row(mode, trt_reason))
-                    self.log(f"{mode.name}: skipped ({trt_reason})")
+                    rows.append(report.empty_row(mode, plan.skipped[mode.name]))
+                    self.log(f"{mode.name}: skipped ({plan.skipped[mode.name]})")
                     continue
                 self._bar.set_description(mode.name)
+                is_reference = mode.name == plan.reference_mode
                 try:
-                    row, accuracy = self.measure(mode, reference)
+                    row, accuracy = self.measure(mode, None if is_reference else reference,
+                                                 None if is_reference else plan.no_reference)
                 except Exception as exc:  # any failure of one mode is reported in its row, not raised
-                    if mode.name == REFERENCE:
+                    if is_reference:
                         raise
-                    reason = f"failed: {_first_line(exc)}"
+                    reason = _failure(exc)
                     self.log(f"{mode.name}: {reason}")
                     rows.append(report.empty_row(mode, reason))
                     continue
-                if reference is None:
+                if is_reference:
                     reference = accuracy
+                    row["reference"] = True
                 grid[mode.name] = accuracy.outputs[:config.grid_pairs]
                 rows.append(row)
                 self.log(self._one_line(row))
         self._bar = None
-        return self.assemble(rows, grid, time.perf_counter() - started, load_start)
+        return self.assemble(rows, grid, time.perf_counter() - started, load_start, plan)
 
-    def measure(self, mode: Mode, reference: ModeAccuracy | None) -> tuple[dict[str, Any], ModeAccuracy]:
-        """Latency, memory and accuracy of one mode; its model file is made first, outside the timings."""
+    def _saved_accuracy(self, saved: SavedReference) -> ModeAccuracy:
+        """The saved outputs scored like a row (ground truth, fusion), to compare the rows with."""
+        if not self.palette:
+            self.palette = saved.palette
+        pairs = (self.folder[i] for i in range(len(self.folder)))
+        return score_mode(saved.predictions(pairs), saved.class_names, self.labelled)
+
+    def measure(self, mode: Mode, reference: ModeAccuracy | None,
+                no_reference: str | None = None) -> tuple[dict[str, Any], ModeAccuracy]:
+        """Latency, memory and accuracy of one mode; its model file is made first, outside the timings.
+
+        ``reference`` None with no ``no_reference`` reason: this mode is the reference.
+        """
         config = self.config
         path = self.files.path_for(mode)
         reasons: dict[str, str] = {}
@@ -173,6 +274,7 @@ class Harness:
         device_before = device_memory_in_use() if runner.device != "cpu" else None
         if not self.palette:
             self.palette = runner.contract.palette
+        is_reference = reference is None and no_reference is None
         try:
             latency: dict[str, Any] = {}
             for batch in config.batches:
@@ -186,7 +288,13 @@ class Harness:
                     reasons[f"latency.b{batch}"] = f"failed: {_first_line(exc)}"
             memory = self._memory(runner, device_before, reasons)
             accuracy = score_mode(run_pairs(runner, self.folder, self.tick), runner.contract.class_names,
-                                  self.labelled, reference, keep=None if reference is None else config.grid_pairs)
+                                  self.labelled, reference, keep=None if is_reference else config.grid_pairs,
+                                  no_reference=no_reference)
+            if is_reference and config.save_reference is not None:
+                save_reference(config.save_reference, mode.name, str(path), runner.contract, self.folder.names,
+                               accuracy.outputs)
+                self.log(f"saved the {mode.name} outputs of {len(self.folder)} pairs to {config.save_reference} "
+                         "(pass it to benchmarks/run.py --reference on the target)")
             row = {**report.empty_row(mode, ""), "backend": runner.backend, "device": runner.device,
                    "detail": _describe(runner, config.threads), "model_file": str(path),
                    "file_size_bytes": path.stat().st_size, "latency": latency, "memory": memory,
@@ -224,18 +332,12 @@ class Harness:
         return f"{row['mode']}: " + ", ".join(parts)
 
     def assemble(self, rows: list[dict[str, Any]], grid: Mapping[str, Sequence[PairOutputs]], seconds: float,
-                 load_start: list[float] | None) -> BenchResult:
+                 load_start: list[float] | None, plan: RowPlan) -> BenchResult:
         """report.json, report.md and the plots in the output directory."""
         config, out = self.config, self.config.output_dir
         out.mkdir(parents=True, exist_ok=True)
         gpu = next((r["device"] for r in rows if r["runtime"] == "tensorrt" and r["device"]), None)
-        plot_paths = {
-            "latency_vs_miou": (plots.latency_vs_accuracy(rows, out / "latency_vs_miou.png", self.labelled),
-                                "no mode has both latency and accuracy"),
-            "per_class_iou": (plots.per_class_iou(rows, out / "per_class_iou.png"), "no ground-truth labels"),
-            "grid": (plots.image_grid(self.latency_pairs[:config.grid_pairs], grid, self.palette, out / "grid.png"),
-                     "no mode produced outputs"),
-        }
+        plot_paths = self._plots(rows, grid, out)
         payload: dict[str, Any] = {
             "schema": report.SCHEMA,
             "created": environment.now(),
@@ -250,7 +352,10 @@ class Harness:
                        "threads": config.threads, "torch_device": config.torch_device, "onnx": str(config.onnx) if config.onnx else None,
                        "qdq": str(config.qdq) if config.qdq else None,
                        "engines": {k: str(v) for k, v in config.engines.items()},
-                       "reference": REFERENCE, "seconds": round(seconds, 1)},
+                       "reference": plan.reference_mode or (plan.saved.mode if plan.saved else None),
+                       "reference_source": plan.source,
+                       "reference_file": str(plan.saved.path) if plan.saved else None,
+                       "reference_missing": plan.no_reference, "seconds": round(seconds, 1)},
             "summary": {"speedup": report.speedup(rows), "targets": report.target_checks(rows)},
             "rows": rows,
             "plots": {name: [p.name if p else None, None if p else reason] for name, (p, reason) in plot_paths.items()},
@@ -260,7 +365,27 @@ class Harness:
         paths.update({name: p for name, (p, _) in plot_paths.items() if p is not None})
         return BenchResult(payload, paths)
 
+    def _plots(self, rows: list[dict[str, Any]], grid: Mapping[str, Sequence[PairOutputs]],
+               out: Path) -> dict[str, tuple[Path | None, str]]:
+        """Each plot's file (None when not drawn) and why not; no matplotlib on a Jetson image: none drawn."""
+        names = ("latency_vs_miou", "per_class_iou", "grid")
+        if importlib.util.find_spec("matplotlib") is None:
+            return {name: (None, "matplotlib not installed (the export extra: pip install '.[export]')")
+                    for name in names}
+        return {
+            "latency_vs_miou": (plots.latency_vs_accuracy(rows, out / "latency_vs_miou.png", self.labelled),
+                                "no mode has both latency and accuracy"),
+            "per_class_iou": (plots.per_class_iou(rows, out / "per_class_iou.png"), "no ground-truth labels"),
+            "grid": (plots.image_grid(self.latency_pairs[:self.config.grid_pairs], grid, self.palette,
+                                      out / "grid.png"), "no mode produced outputs"),
+        }
+
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = announce) -> BenchResult:
     """Run ``config`` and write ``report.json``, ``report.md`` and the plots into its output directory."""
     return Harness(config, log).run()
+
+
+def _ordered(modes: Sequence[str]) -> list[str]:
+    """Table order (the references first), each mode once."""
+    return [name for name in MODES if name in modes]

@@ -1,7 +1,8 @@
 """The benchmark's rows: which model file each mode runs, on which backend, and how it is made.
 
 A mode is a (runtime, precision) pair. PyTorch FP32 eager is the reference every other row is
-compared with. The ONNX files are produced on demand and reused (the FP32 export, the emulated
+compared with where PyTorch is installed; on a torch-free target it is the FP32 ONNX in ONNX
+Runtime or outputs saved by the workstation run (:mod:`.reference`). The ONNX files are produced on demand and reused (the FP32 export, the emulated
 FP16 graph, the calibrated Q/DQ graph), so a mode that is not asked for costs nothing, and a
 mode whose file cannot be made becomes a row of nulls with the reason instead of ending the run.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..assets import DEMO_CHECKPOINT, DEMO_INPUT_SIZE, announce
 from ..backends.base import Runner
 from ..errors import ModelFileError
+from .reference import fp32_name, check_fp32_onnx
 
 if TYPE_CHECKING:
     from ..calibration.pipeline import CalibrationConfig
@@ -33,7 +35,7 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode("pytorch-fp32", "PyTorch FP32 eager (reference)", "pytorch", "fp32", False),
+    Mode("pytorch-fp32", "PyTorch FP32 eager", "pytorch", "fp32", False),
     Mode("onnxruntime-fp32", "ONNX Runtime FP32", "onnxruntime", "fp32", False),
     Mode("onnxruntime-fp16", "FP16 graph on ONNX Runtime (emulated)", "onnxruntime", "fp16", True),
     Mode("onnxruntime-int8", "INT8 Q/DQ graph on ONNX Runtime", "onnxruntime", "int8", False),
@@ -41,7 +43,8 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("tensorrt-fp16", "TensorRT FP16 engine", "tensorrt", "fp16", False),
     Mode("tensorrt-int8", "TensorRT INT8 engine", "tensorrt", "int8", False),
 )}
-REFERENCE = "pytorch-fp32"
+REFERENCE = "pytorch-fp32"                # the reference wherever PyTorch is installed
+FALLBACK_REFERENCE = "onnxruntime-fp32"   # the FP32 ONNX in ONNX Runtime where it is not
 ALIASES = {"pytorch": "pytorch-fp32", "torch": "pytorch-fp32",
            **{f"ort-{p}": f"onnxruntime-{p}" for p in ("fp32", "fp16", "int8")},
            **{f"trt-{p}": f"tensorrt-{p}" for p in ("fp32", "fp16", "int8")}}
@@ -50,13 +53,15 @@ ENGINE_PRECISION_MODES = {"fp32": "tensorrt-fp32", "fp16": "tensorrt-fp16", "int
                           "best": "tensorrt-int8"}
 
 
-def parse_modes(items: Sequence[str] | None) -> list[str]:
+def parse_modes(items: Sequence[str] | None) -> list[str] | None:
     """Mode names from ``--modes`` items (space or comma separated, aliases allowed), in table order.
 
-    The reference is always included: every other row's accuracy is measured against it.
+    ``None`` (no ``--modes``) stays ``None``: every mode, none of them asked for by name. The
+    reference the other rows are compared with is added by the harness, which knows whether
+    PyTorch is installed here (:mod:`mrfs_edge.bench.reference`).
     """
     if not items:
-        return list(MODES)
+        return None
     wanted = set()
     for item in items:
         for name in filter(None, (part.strip().lower() for part in item.split(","))):
@@ -65,9 +70,6 @@ def parse_modes(items: Sequence[str] | None) -> list[str]:
                 raise ValueError(f"--modes: unknown mode '{name}' (choose from {', '.join(MODES)}; "
                                  f"short forms {', '.join(ALIASES)})")
             wanted.add(name)
-    if REFERENCE not in wanted:
-        announce(f"--modes: adding {REFERENCE}, the reference the other rows are compared with")
-        wanted.add(REFERENCE)
     return [name for name in MODES if name in wanted]
 
 
@@ -157,11 +159,16 @@ class ModelFiles:
             return calibrate(source, self.work_dir, PairFolder(SAMPLES, CALIB_SPLIT), config, None, log=self.log).qdq_onnx
         return self._once("int8", make)
 
+    def fp32_if_ready(self) -> tuple[Path | None, str]:
+        """The FP32 ONNX if it exists or can be made here, else None and why (e.g. no PyTorch to export)."""
+        try:
+            return self.fp32_onnx(), ""
+        except (ModelFileError, ImportError) as exc:
+            return None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
     def _export(self) -> Path:
         if self.onnx is not None:
-            if not self.onnx.is_file():
-                raise ModelFileError(f"{self.onnx}: no such ONNX file (--onnx)")
-            return self.onnx
+            return check_fp32_onnx(self.onnx)
         from ..export import ExportOptions, export_or_reuse
 
         if self.max_batch == 1 and (self.height, self.width) == DEMO_INPUT_SIZE and _same_file(self.checkpoint, DEMO_CHECKPOINT):
@@ -183,7 +190,7 @@ class ModelFiles:
             from ..engine import EngineBuildConfig, build_engine
 
             source = self.qdq_onnx() if mode.precision == "int8" else self.fp32_onnx()
-            target = self.work_dir / f"{source.name.removesuffix('.onnx').removesuffix('.int8')}.{mode.precision}.engine"
+            target = self.work_dir / f"{fp32_name(source.name)[:-len('.onnx')]}.{mode.precision}.engine"
             self.log(f"building {target}")
             build_engine(source, target, EngineBuildConfig(precision=mode.precision))
             return target
