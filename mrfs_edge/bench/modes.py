@@ -199,9 +199,11 @@ class ModelFiles:
 
 def engine_modes(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
     """``--engine`` files by the row they fill, from each engine's sidecar precision."""
+    engines: dict[str, Path] = {}
+    if not paths:
+        return engines
     from ..engine import read_sidecar
 
-    engines: dict[str, Path] = {}
     for path in map(Path, paths):
         mode = ENGINE_PRECISION_MODES[read_sidecar(path).precision]
         if mode in engines:

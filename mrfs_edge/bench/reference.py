@@ -24,7 +24,6 @@ import numpy as np
 
 from ..contract import ModelContract
 from ..data.pairs import Pair
-from ..engine.sidecar import read_sidecar
 from ..errors import ModelFileError, MrfsEdgeError
 from ..utils.files import atomic_path
 from . import environment
@@ -90,6 +89,7 @@ def fp32_beside(engine: Path) -> tuple[Path | None, str]:
     no Q/DQ nodes and come from the engine's checkpoint.
     """
     from ..backends.onnxruntime_runner import read_onnx_contract
+    from ..engine.sidecar import read_sidecar
 
     sidecar = read_sidecar(engine)
     candidate = engine.parent / fp32_name(Path(sidecar.onnx_file).name)
@@ -169,6 +169,8 @@ class SavedReference:
 
     def check_engine(self, engine: Path) -> None:
         """An engine of another checkpoint cannot be scored against these outputs."""
+        from ..engine.sidecar import read_sidecar
+
         sidecar = read_sidecar(engine)
         built_from = sidecar.contract.checkpoint_sha256 or sidecar.checkpoint_sha256
         if self.checkpoint_sha256 and built_from and built_from != self.checkpoint_sha256:
