@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnx
 import pytest
+
+onnx = pytest.importorskip("onnx", reason="the tests edit ONNX graphs (workstation install)")
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 from mrfs_edge.engine import cli
 from mrfs_edge.engine.builder import EngineBuildConfig
 from mrfs_edge.engine.sidecar import EngineSidecar
+from mrfs_edge.errors import ExportError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +107,7 @@ def test_with_tensorrt_the_builder_gets_the_flags_and_a_qdq_graph_is_built_as_is
 
 def test_implicit_calibration_refuses_a_method_tensorrt_lacks(tmp_path, demo_onnx, monkeypatch):
     monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (True, "TensorRT 8.6"))
-    with pytest.raises(Exception, match="percentile has no TensorRT calibrator"):
+    with pytest.raises(ExportError, match="percentile has no TensorRT calibrator"):
         cli.main(["--int8", "--quant", "implicit", "--calib-method", "percentile", "--onnx", str(demo_onnx),
                   "--output-dir", str(tmp_path)])
 
@@ -115,3 +117,17 @@ def test_script_reports_bad_input_in_one_line(tmp_path):
                              str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.onnx'}: no such ONNX file"]
+
+
+def test_tf32_reaches_the_builder_only_when_asked(tmp_path, demo_onnx, monkeypatch):
+    build = _RecordingBuild()
+    monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (True, "TensorRT 10.3 on Orin"))
+    monkeypatch.setattr("mrfs_edge.engine.builder.build_engine", build)
+    if "allow_tf32" not in EngineBuildConfig.__dataclass_fields__:
+        with pytest.raises(ExportError, match="--tf32"):
+            cli.main(["--fp32", "--tf32", "--onnx", str(demo_onnx), "--output-dir", str(tmp_path)])
+        return
+    for flags, expected in (([], False), (["--tf32"], True)):
+        assert cli.main(["--fp32", *flags, "--onnx", str(demo_onnx), "--output-dir", str(tmp_path)]) == 0
+        assert build.calls[-1][2].allow_tf32 is expected
+    assert "--tf32" in json.loads((tmp_path / f"{demo_onnx.stem}.fp32.build.json").read_text())["target_command"]

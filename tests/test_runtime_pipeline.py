@@ -41,6 +41,7 @@ QUIET = {"status_interval_s": 0}
 def standin_onnx(path: Path, height: int = 480, width: int = 640, num_classes: int = 9,
                  uint8_io: bool = False, seg_output: str = "logits") -> Path:
     """A contract-following ONNX graph built with ``onnx.helper`` (deterministic weights)."""
+    pytest.importorskip("onnx", reason="writes its stand-in model with onnx.helper (not in the core install)")
     from onnx import TensorProto, helper, numpy_helper, save
 
     weight = np.random.default_rng(0).normal(size=(num_classes, 4, 1, 1)).astype(np.float32)
