@@ -113,6 +113,32 @@ def _describe(runner: Runner, threads: int) -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+NO_LAYER_REPORT = "no per-layer report from this runner (engines built before the inspector report, or not TensorRT)"
+
+
+def layer_counts(runner: Runner) -> dict[str, Any] | None:
+    """How many engine layers run in each precision and on DLA, as TensorRT's inspector reported them.
+
+    Read from the runner's per-layer report where it exposes one (``layer_summary``, a mapping of
+    counts, or ``layers``, one mapping per layer with ``precision`` and ``device``), else from
+    the same fields of its sidecar; None for runners without one.
+    """
+    for owner in (runner, getattr(runner, "sidecar", None)):
+        summary = getattr(owner, "layer_summary", None)
+        summary = summary() if callable(summary) else summary
+        if isinstance(summary, Mapping):
+            return dict(summary)
+        layers = getattr(owner, "layers", None)
+        if isinstance(layers, Sequence) and layers and all(isinstance(layer, Mapping) for layer in layers):
+            precision: dict[str, int] = {}
+            for layer in layers:
+                key = str(layer.get("precision") or "unknown").lower()
+                precision[key] = precision.get(key, 0) + 1
+            dla = sum(1 for layer in layers if str(layer.get("device") or "").upper().startswith("DLA"))
+            return {"total": len(layers), "precision": precision, "dla": dla}
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
@@ -299,7 +325,9 @@ class Harness:
                    "detail": _describe(runner, config.threads), "model_file": str(path),
                    "file_size_bytes": path.stat().st_size, "latency": latency, "memory": memory,
                    "accuracy": accuracy.figures, "fusion": accuracy.fusion, "fusion_delta": accuracy.fusion_delta,
-                   "reasons": {**reasons, **accuracy.reasons}}
+                   "layers": layer_counts(runner), "reasons": {**reasons, **accuracy.reasons}}
+            if row["layers"] is None:
+                row["reasons"]["layers"] = NO_LAYER_REPORT
         finally:
             runner.deactivate()
         return report.make_finite(row, row["reasons"]), accuracy

@@ -12,6 +12,7 @@ Schema of a row (every row has every key; a figure that could not be measured is
     accuracy: {pairs, miou, pixel_accuracy, per_class_iou{class}, miou_drop, per_class_iou_delta{class},
                agreement, fused_psnr, fused_ssim, max_abs_fused},
     fusion: {EN, SD, SF, AG, MI, VIF, Qabf, SCD, SSIM, PSNR}, fusion_delta: {same keys},
+    layers: {total, precision: {int8|fp16|fp32|...: count}, dla} (engines: TensorRT's inspector report),
     reasons: {path: text}
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..utils.files import write_bytes_atomic
 from .modes import REFERENCE, Mode
 
 SCHEMA = "mrfs_edge.bench/1"
-FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta")
+FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers")
 # What the deployment promises on the demo model (the issue's acceptance figures).
 TARGETS = (
     ("onnxruntime-int8", "agreement", 0.99, "INT8 Q/DQ pixel agreement ≥ 99%"),
@@ -201,6 +202,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += _table(["mode", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "model fps", "pre ms", "post ms",
                      "end-to-end p50 ms", "end-to-end fps"], latency_rows)
     lines += _per_class_section(rows)
+    lines += _layers_section(rows)
     lines += ["## Fusion quality (mean over pairs; Δ vs reference in brackets)", ""]
     lines += _table(["mode", *FUSION_KEYS],
                     [[_mode_cell(r)] + [f"{_num((r['fusion'] or {}).get(k), 3)} "
@@ -220,6 +222,23 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += ["## Plots", ""] + [f"![{name}]({path})" if path else f"- {name}: not drawn ({reason})"
                                      for name, (path, reason) in plots.items()] + [""]
     return "\n".join(lines)
+
+
+def _layers_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Where an engine's layers really run (what TensorRT chose, not what the build asked for)."""
+    engines = [r for r in rows if r.get("layers")]
+    if not engines:
+        return []
+    lines = ["## Engine layers (TensorRT's inspector)", ""]
+    body = []
+    for r in engines:
+        layers = r["layers"]
+        precision = layers.get("precision") or {}
+        body.append([_mode_cell(r), str(layers.get("total", "–"))] +
+                    [str(precision.get(k, 0)) for k in ("int8", "fp16", "fp32")] +
+                    [", ".join(f"{k} {v}" for k, v in precision.items() if k not in ("int8", "fp16", "fp32")) or "–",
+                     str(layers.get("dla", 0))])
+    return lines + _table(["mode", "layers", "INT8", "FP16", "FP32", "other", "on DLA"], body)
 
 
 def _reference_line(config: Mapping[str, Any]) -> str:
