@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     add_calibration_arguments(p)
     args = p.parse_args(argv)
     from ..assets import default_onnx
-    from .pipeline import calibrate
+    from ..errors import needs_extra
+
+    with needs_extra("INT8 calibration"):
+        from .pipeline import calibrate
 
     onnx_path = Path(args.onnx) if args.onnx else default_onnx()
     calib, evaluation = folders_from_args(args)

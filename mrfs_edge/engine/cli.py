@@ -95,7 +95,7 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
         from ..calibration.pipeline import held_out_agreement
         from ..export.fp16 import convert_to_fp16
 
-    half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")
+        half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")  # onnxconverter_common
     contract = read_onnx_contract(fp32_path)
     held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), eval_folder_from_args(args),
                                   contract, "FP16 (emulated)", announce)

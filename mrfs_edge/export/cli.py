@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     add_export_arguments(p)
     p.add_argument("--output", help="ONNX path (default: build/<checkpoint>_<H>x<W>[...].onnx)")
     args = p.parse_args(argv)
-    from .onnx_export import export_onnx  # imports torch: after argument errors are reported
+    from ..errors import needs_extra
+
+    with needs_extra("ONNX export"):
+        from .onnx_export import export_onnx  # imports torch: after argument errors are reported
 
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
