@@ -23,6 +23,7 @@ only pip's own cache is used outside it. Exit status 0 when every profile passed
 
     python .ci/rehearse.py                      # every profile, as .ci/run calls it
     python .ci/rehearse.py --profile jetpack-6.1
+    python .ci/rehearse.py --profile jetpack-6.1 --build build   # reuse a build/ of build_engine.py --int8
 """
 from __future__ import annotations
 
@@ -138,6 +139,17 @@ def base_env(work: Path) -> Dict[str, str]:
 
 
 # ------------------------------------------------------------------------------- workstation side
+
+def given_build(folder: Path) -> Optional[str]:
+    """The --trt-compat a build/ folder's Q/DQ ONNX was exported with (its contract says), checked usable."""
+    qdq = sorted(folder.glob("*.int8.onnx"))
+    if len(qdq) != 1 or not qdq[0].with_name(qdq[0].name[:-len(".int8.onnx")] + ".onnx").is_file():
+        raise RehearsalError(f"--build {folder}: needs one <model>.int8.onnx and its <model>.onnx (build_engine.py --int8)")
+    sys.path.insert(0, str(REPO))
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+
+    return read_onnx_contract(qdq[0]).trt_compat
+
 
 def workstation_export(work: Path, trt_compat: Optional[str]) -> Path:
     """``export/build_engine.py --int8`` in the caller's environment; the build/ folder it wrote."""
@@ -302,6 +314,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="rehearse only this profile (repeatable; default: all)")
     parser.add_argument("--work-dir", help="parent of the temporary work directory (default: the system's)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (its path is printed)")
+    parser.add_argument("--build", action="append", default=[], metavar="DIR",
+                        help="a build/ folder from an earlier build_engine.py --int8 to use instead of exporting "
+                             "again (repeatable; matched to profiles by the --trt-compat its ONNX records)")
     args = parser.parse_args(argv)
     profiles = [PROFILES[name] for name in (args.profile or PROFILES)]
     missing = [str(p) for p in (DOUBLES / "tensorrt" / "__init__.py", DOUBLES / "cudart_double.py") if not p.is_file()]
@@ -324,7 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             setups = {p.name: pool.submit(make_venv, p, work) for p in profiles}
             exports: Dict[Optional[str], object] = {}
-            for compat in dict.fromkeys(p.trt_compat for p in profiles):
+            for folder in map(Path, args.build):
+                exports[given_build(folder)] = folder.resolve()
+                log(f"workstation: using {folder} (exported with --trt-compat {given_build(folder)})")
+            for compat in dict.fromkeys(p.trt_compat for p in profiles if p.trt_compat not in exports):
                 try:
                     exports[compat] = workstation_export(work, compat)
                 except RehearsalError as exc:
@@ -344,6 +362,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     result.reason = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
                 results.append(result)
                 log(f"{profile.name}: {'passed' if result.ok else 'FAILED: ' + result.reason}")
+    except RehearsalError as exc:   # before any profile: the fake libcudart or a --build folder
+        print(f"rehearsal failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         if args.keep:
             log(f"kept {work}")
