@@ -151,8 +151,8 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
                                                                   held.get("fused_psnr", 0.0)) \
             and int8_fraction >= config.budget.min_int8_mac_fraction
         metadata = {p.key: p.value for p in fp32.metadata_props}
-        metadata["mrfs_edge.quantization"] = json.dumps({k: summary[k] for k in (
-            "quantizer", "int8_mac_fraction", "kept_high_precision")} | {"calibration": summary["calibration"]})
+        metadata["mrfs_edge.quantization"] = json.dumps({**{k: summary[k] for k in (  # dict | dict is 3.9+
+            "quantizer", "int8_mac_fraction", "kept_high_precision")}, "calibration": summary["calibration"]})
         save_with_metadata(qdq, metadata, qdq_path)
     (out_dir / f"{stem}.int8-all.onnx").unlink(missing_ok=True)
     summary_path = write_json_atomic(out_dir / f"{stem}.int8.summary.json", summary)
