@@ -45,6 +45,9 @@ DOUBLES = REPO / "tests" / "doubles"
 SAMPLES = "mrfs_edge/assets/samples"          # relative to a checkout: the bundled pairs
 BENCH_RUNS = ("--runs", "3", "--warmup", "1")  # enough to measure; the default 10 + 2 only costs CI time
 PYENV = Path("/root/.pyenv/versions")
+# The double's member lists per release; it finds them beside the checkout, which a copy is not.
+SPECS = Path(os.environ.get("MRFS_TRT_API_SPECS") or
+             Path(os.environ.get("MRFS_SHARED") or REPO.parent / "shared") / "specs" / "tensorrt-api")
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def target_env(work: Path, venv: Path, checkout: Path, profile: Profile, cudart:
     env["VIRTUAL_ENV"] = str(venv)
     env["PYTHONPATH"] = str(checkout / "tests" / "doubles")
     env["MRFS_FAKE_TRT_RELEASE"] = profile.tensorrt
+    env["MRFS_TRT_API_SPECS"] = str(SPECS)
     env["MRFS_EDGE_CUDART"] = str(cudart)
     return env
 
@@ -319,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "again (repeatable; matched to profiles by the --trt-compat its ONNX records)")
     args = parser.parse_args(argv)
     profiles = [PROFILES[name] for name in (args.profile or PROFILES)]
-    missing = [str(p) for p in (DOUBLES / "tensorrt" / "__init__.py", DOUBLES / "cudart_double.py") if not p.is_file()]
+    missing = [str(p) for p in (DOUBLES / "tensorrt" / "__init__.py", DOUBLES / "cudart_double.py", SPECS)
+               if not p.exists()]
     if missing:
         print(f"rehearsal cannot start: test double missing ({', '.join(missing)})", file=sys.stderr)
         return 2

@@ -267,13 +267,19 @@ BUILD = ("import sys\nfrom mrfs_edge.engine import EngineBuildConfig, build_engi
 def jetson_like(tmp_path_factory):
     """A tiny Q/DQ engine built by the TensorRT double (10.3, JetPack 6) over the fake libcudart, its FP32
     ONNX beside it as build_engine.py leaves them, labelled 32x64 pairs, and a torch-free runner of scripts."""
-    if not (DOUBLES / "tensorrt" / "__init__.py").is_file() or not (DOUBLES / "cudart_double.py").is_file():
-        pytest.skip("TensorRT double (tests/doubles/tensorrt) or fake libcudart (tests/doubles/cudart_double.py) "
-                    "not in this checkout")
     import importlib.util
     import os
     import subprocess
     import sys
+
+    from conftest import SPECS
+
+    if not (DOUBLES / "tensorrt" / "__init__.py").is_file() or not (DOUBLES / "cudart_double.py").is_file():
+        pytest.skip("TensorRT double (tests/doubles/tensorrt) or fake libcudart (tests/doubles/cudart_double.py) "
+                    "not in this checkout")
+    specs = Path(os.environ.get("MRFS_TRT_API_SPECS") or SPECS / "tensorrt-api")
+    if not specs.is_dir():
+        pytest.skip(f"{specs} not present: the TensorRT double reads its API surface there")
 
     from fake_tensorrt import make_tiny_onnx, tiny_contract
 
@@ -297,7 +303,7 @@ def jetson_like(tmp_path_factory):
             (pairs / folder).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(pairs / folder / f"{name}.png"), image.astype(np.uint8))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DOUBLES), str(REPO)]), "MRFS_FAKE_TRT_RELEASE": "10.3.0",
-           "MRFS_EDGE_CUDART": str(cudart)}
+           "MRFS_EDGE_CUDART": str(cudart), "MRFS_TRT_API_SPECS": str(specs)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run([sys.executable, "-c", TORCH_FREE, *args], cwd=REPO, env=env, capture_output=True,
