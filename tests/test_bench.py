@@ -259,6 +259,7 @@ BLOCKED = ("torch", "onnx", "onnxconverter_common", "onnxslim", "matplotlib", "m
 TORCH_FREE = ("import runpy, sys\n"
               f"for name in {BLOCKED!r}:\n    sys.modules[name] = None\n"
               "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+SIDE = 128
 BUILD = ("import sys\nfrom mrfs_edge.engine import EngineBuildConfig, build_engine\n"
          "build_engine(sys.argv[1], sys.argv[2], EngineBuildConfig(precision='int8'))\n")
 
@@ -266,7 +267,7 @@ BUILD = ("import sys\nfrom mrfs_edge.engine import EngineBuildConfig, build_engi
 @pytest.fixture(scope="module")
 def jetson_like(tmp_path_factory):
     """A tiny Q/DQ engine built by the TensorRT double (10.3, JetPack 6) over the fake libcudart, its FP32
-    ONNX beside it as build_engine.py leaves them, labelled 32x64 pairs, and a torch-free runner of scripts."""
+    ONNX beside it as build_engine.py leaves them, labelled 128x128 pairs, and a torch-free runner of scripts."""
     import importlib.util
     import os
     import subprocess
@@ -293,13 +294,14 @@ def jetson_like(tmp_path_factory):
         pytest.skip(str(exc))
     build = root / "build"
     build.mkdir()
-    make_tiny_onnx(build / "tiny.onnx", tiny_contract())
-    make_tiny_onnx(build / "tiny.int8.onnx", tiny_contract(), qdq=True)
+    contract = tiny_contract(height=SIDE, width=SIDE)   # the fusion metrics' filters need 128 pixels
+    make_tiny_onnx(build / "tiny.onnx", contract)
+    make_tiny_onnx(build / "tiny.int8.onnx", contract, qdq=True)
     pairs = root / "pairs"
     rng = np.random.default_rng(1)
     for name in ("a", "b"):
-        for folder, image in (("vi", rng.integers(0, 256, (32, 64, 3))), ("ir", rng.integers(0, 256, (32, 64))),
-                              ("label", rng.integers(0, 3, (32, 64)))):
+        for folder, image in (("vi", rng.integers(0, 256, (SIDE, SIDE, 3))), ("ir", rng.integers(0, 256, (SIDE, SIDE))),
+                              ("label", rng.integers(0, 3, (SIDE, SIDE)))):
             (pairs / folder).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(pairs / folder / f"{name}.png"), image.astype(np.uint8))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DOUBLES), str(REPO)]), "MRFS_FAKE_TRT_RELEASE": "10.3.0",

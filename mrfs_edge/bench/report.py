@@ -258,7 +258,8 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     body = []
     for r in scored:
         acc = r["accuracy"]
-        body.append([_mode_cell(r)] + [f"{_num(acc['per_class_iou'][c], 1, 100)} ({_num(acc['per_class_iou_delta'][c], 2, 100)})"
+        deltas = acc["per_class_iou_delta"] or {}     # none without a reference
+        body.append([_mode_cell(r)] + [f"{_num(acc['per_class_iou'][c], 1, 100)} ({_num(deltas.get(c), 2, 100)})"
                                        for c in classes] + [_num(acc["pixel_accuracy"], 2, 100)])
     return lines + _table(["mode", *classes, "pixel acc %"], body)
 
