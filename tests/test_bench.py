@@ -360,6 +360,18 @@ def test_torch_free_engine_row_is_measured_against_the_fp32_onnx_beside_it(besid
     assert "matplotlib not installed" in report["plots"]["grid"][1]
 
 
+def test_torch_free_engine_row_shows_the_inspector_layer_counts(jetson_like, beside):
+    engine = rows_by_mode(beside["report"])["tensorrt-int8"]
+    report = json.loads((jetson_like.build / "tiny.int8.engine.json").read_text()).get("layers")
+    if not report:   # an engine built before the builder stored the inspector report
+        assert engine["layers"] is None and engine["reasons"]["layers"]
+        return
+    counts = report["counts"]
+    assert engine["layers"]["total"] == len(report["layers"]) > 0
+    assert engine["layers"]["precision"] == {k.lower(): counts[k] for k in ("INT8", "FP16", "FP32", "other")}
+    assert "## Engine layers" in (jetson_like.root / "beside" / "report.md").read_text()
+
+
 def test_torch_free_engine_without_a_reference_is_scored_on_ground_truth_only(jetson_like, beside, lonely_engine):
     result = jetson_like.bench(lonely_engine, "lonely")
     rows = rows_by_mode(result["report"])

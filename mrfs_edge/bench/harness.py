@@ -10,6 +10,7 @@ ends the run, since nothing else could be scored against it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -113,30 +114,29 @@ def _describe(runner: Runner, threads: int) -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-NO_LAYER_REPORT = "no per-layer report from this runner (engines built before the inspector report, or not TensorRT)"
+NO_LAYER_REPORT = "no per-layer report for this model (not a TensorRT engine, or built before the inspector report)"
 
 
 def layer_counts(runner: Runner) -> dict[str, Any] | None:
     """How many engine layers run in each precision and on DLA, as TensorRT's inspector reported them.
 
-    Read from the runner's per-layer report where it exposes one (``layer_summary``, a mapping of
-    counts, or ``layers``, one mapping per layer with ``precision`` and ``device``), else from
-    the same fields of its sidecar; None for runners without one.
+    The report is the builder's (:mod:`mrfs_edge.engine.inspector`): ``{"counts": {"INT8", "FP16",
+    "FP32", "other", "GPU", "DLA"}, "layers": [...]}``, in the sidecar's ``layers`` or in
+    ``<engine>.layers.json`` beside the engine. None for runners without one (ONNX Runtime, PyTorch).
     """
-    for owner in (runner, getattr(runner, "sidecar", None)):
-        summary = getattr(owner, "layer_summary", None)
-        summary = summary() if callable(summary) else summary
-        if isinstance(summary, Mapping):
-            return dict(summary)
-        layers = getattr(owner, "layers", None)
-        if isinstance(layers, Sequence) and layers and all(isinstance(layer, Mapping) for layer in layers):
-            precision: dict[str, int] = {}
-            for layer in layers:
-                key = str(layer.get("precision") or "unknown").lower()
-                precision[key] = precision.get(key, 0) + 1
-            dla = sum(1 for layer in layers if str(layer.get("device") or "").upper().startswith("DLA"))
-            return {"total": len(layers), "precision": precision, "dla": dla}
-    return None
+    sidecar = getattr(runner, "sidecar", None)
+    report = getattr(sidecar, "layers", None)
+    path = getattr(runner, "path", None)
+    if not isinstance(report, Mapping) and path is not None:
+        layers_file = Path(f"{path}.layers.json")
+        if layers_file.is_file():
+            report = json.loads(layers_file.read_text())
+    if not isinstance(report, Mapping) or not isinstance(report.get("counts"), Mapping):
+        return None
+    counts, layers = report["counts"], report.get("layers") or []
+    precision = {key.lower(): int(counts.get(key, 0)) for key in ("INT8", "FP16", "FP32", "other")}
+    return {"total": len(layers), "precision": precision, "dla": int(counts.get("DLA", 0)),
+            "gpu": int(counts.get("GPU", 0))}
 
 
 def _first_line(exc: BaseException) -> str:

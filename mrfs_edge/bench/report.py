@@ -12,7 +12,7 @@ Schema of a row (every row has every key; a figure that could not be measured is
     accuracy: {pairs, miou, pixel_accuracy, per_class_iou{class}, miou_drop, per_class_iou_delta{class},
                agreement, fused_psnr, fused_ssim, max_abs_fused},
     fusion: {EN, SD, SF, AG, MI, VIF, Qabf, SCD, SSIM, PSNR}, fusion_delta: {same keys},
-    layers: {total, precision: {int8|fp16|fp32|...: count}, dla} (engines: TensorRT's inspector report),
+    layers: {total, precision: {int8, fp16, fp32, other}, gpu, dla} (engines: TensorRT's inspector report),
     reasons: {path: text}
 """
 from __future__ import annotations
@@ -235,10 +235,9 @@ def _layers_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         layers = r["layers"]
         precision = layers.get("precision") or {}
         body.append([_mode_cell(r), str(layers.get("total", "–"))] +
-                    [str(precision.get(k, 0)) for k in ("int8", "fp16", "fp32")] +
-                    [", ".join(f"{k} {v}" for k, v in precision.items() if k not in ("int8", "fp16", "fp32")) or "–",
-                     str(layers.get("dla", 0))])
-    return lines + _table(["mode", "layers", "INT8", "FP16", "FP32", "other", "on DLA"], body)
+                    [str(precision.get(k, 0)) for k in ("int8", "fp16", "fp32", "other")] +
+                    [str(layers.get("gpu", 0)), str(layers.get("dla", 0))])
+    return lines + _table(["mode", "layers", "INT8", "FP16", "FP32", "other", "on GPU", "on DLA"], body)
 
 
 def _reference_line(config: Mapping[str, Any]) -> str:
