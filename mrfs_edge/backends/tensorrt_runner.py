@@ -115,7 +115,7 @@ class TensorRTRunner(Runner):
         if sorted(inputs) != sorted(self.contract.input_names) or sorted(outputs) != sorted(self.contract.output_names):
             raise ModelFileError(f"{self.path}: engine I/O {inputs} → {outputs} differs from its contract")
         for name in inputs:
-            context.set_input_shape(name, tuple(self.shape_range(name)[1]))
+            self._checked_shape(context, name, tuple(self.shape_range(name)[1]))
         for name in names:
             shape = dims(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
@@ -123,8 +123,9 @@ class TensorRTRunner(Runner):
             dtype = self.api.numpy_dtype(engine, name)
             nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
             binding = _Binding(dtype, memory.alloc(nbytes), memory.pinned(nbytes), shape)
-            context.set_tensor_address(name, binding.device)
             self._bindings[name] = binding
+            if not context.set_tensor_address(name, binding.device):
+                raise ModelFileError(f"{self.path}: TensorRT refused the device address of tensor {name}")
         self._inputs = inputs
         self._outputs = outputs
 
@@ -136,8 +137,23 @@ class TensorRTRunner(Runner):
         if len(shape) != len(low) or any(not lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
             raise ModelFileError(f"{self.path}: input {name} of shape {list(shape)} is outside the engine's "
                                  f"range {low}..{high}; rebuild it with a wider profile")
-        context.set_input_shape(name, shape)
+        self._checked_shape(context, name, shape)
         binding.shape = shape
+
+    def _checked_shape(self, context: tensorrt.IExecutionContext, name: str, shape: tuple[int, ...]) -> None:
+        if not context.set_input_shape(name, shape):
+            raise ModelFileError(f"{self.path}: TensorRT refused shape {list(shape)} for input {name} "
+                                 f"(engine range {self.shape_range(name)[0]}..{self.shape_range(name)[1]})")
+
+    def describe(self) -> str:
+        """What the engine really runs: precision built, per-layer counts (INT8/FP16/FP32, DLA)."""
+        built = self.sidecar.precision_built or self.sidecar.precision
+        return f"{self.path.name}: {built} engine, {self.sidecar.layer_summary()}"
+
+    @property
+    def layer_report(self) -> dict[str, Any] | None:
+        """The engine inspector's per-layer report stored by the build (sidecar ``layers``)."""
+        return self.sidecar.layers
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         memory, context = self._memory, self._context

@@ -42,8 +42,11 @@ def cache_note_path(cache_path: str | os.PathLike[str]) -> Path:
 class CalibratorLogic:
     """Batches, device buffers and the cache; mixed in before TensorRT's calibrator base.
 
-    Errors inside TensorRT callbacks cannot propagate cleanly through C++, so a bad batch ends
-    calibration and is kept in ``error`` for the builder to report.
+    TensorRT's binding catches any exception raised in ``get_batch``, prints it and ends
+    calibration as if the data had run out (python/src/infer/pyInt8.cpp), which would leave an
+    engine calibrated on part of the data. So ``get_batch`` catches everything itself, keeps it
+    in ``error`` with the pair's file name (``batches.names`` when the set has them, as
+    :class:`~mrfs_edge.calibration.dataset.CalibrationSet` does) and the builder fails the build.
     """
 
     def __init__(self, batches: Iterable[Feed], cache_path: str | os.PathLike[str], method: str,
@@ -61,6 +64,18 @@ class CalibratorLogic:
         self._iterator: Iterator[Feed] | None = None
         self._buffers: dict[str, tuple[int, int]] = {}   # name → (device pointer, capacity)
         self._digest = hashlib.sha256()
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._index = 0
+
+    def expect_shapes(self, shapes: Mapping[str, Sequence[int]]) -> None:
+        """The calibration profile's shapes: what TensorRT reads from each buffer, every batch."""
+        self._shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+
+    def _where(self) -> str:
+        names = getattr(self._batches, "names", None)
+        if isinstance(names, Sequence) and self._index < len(names):
+            return f"calibration pair {names[self._index]} (#{self._index})"
+        return f"calibration batch #{self._index}"
 
     def get_batch_size(self) -> int:
         # Explicit-batch networks take the batch from the tensors' shapes; TensorRT ignores this.
@@ -69,6 +84,13 @@ class CalibratorLogic:
     def get_batch(self, names: Sequence[str]) -> list[int] | None:
         if self.error is not None:
             return None
+        try:
+            return self._next_batch(names)
+        except Exception as exc:   # TensorRT would swallow it and end calibration quietly
+            self.error = f"{self._where()}: {type(exc).__name__}: {exc}"
+            return None
+
+    def _next_batch(self, names: Sequence[str]) -> list[int] | None:
         if self._iterator is None:
             self._iterator = iter(self._batches)
         feed = next(self._iterator, None)
@@ -76,16 +98,19 @@ class CalibratorLogic:
             return None
         missing = [name for name in names if name not in feed]
         if missing:
-            self.error = f"calibration batch {self.size} lacks inputs {missing}"
-            return None
+            raise ValueError(f"lacks inputs {missing}")
         pointers = []
         for name in names:
             array = np.ascontiguousarray(feed[name])
+            expected = (self._shapes or {}).get(name)
+            if expected is not None and tuple(array.shape) != expected:
+                raise ValueError(f"{name} has shape {list(array.shape)}, the calibration profile is {list(expected)}")
             pointer = self._device_buffer(name, array.nbytes)
             self.memory.htod(pointer, array)
             self._digest.update(name.encode() + str(array.shape).encode() + array.tobytes())
             pointers.append(pointer)
         self.size += int(np.shape(feed[names[0]])[0])
+        self._index += 1
         return pointers
 
     def _device_buffer(self, name: str, nbytes: int) -> int:

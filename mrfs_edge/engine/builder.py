@@ -9,6 +9,7 @@ atomically. The ``trt`` module is a parameter so tests can hand in a recording t
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -23,12 +24,14 @@ from ..contract import ModelContract
 from ..errors import ExportError
 from ..utils.files import sha256_file, write_bytes_atomic
 from . import trt_compat as compat
+from .inspector import parse_engine_information, pins_not_held, summary_line, write_layer_report
 from .pins import select_fp32_layers
 from .sidecar import EngineSidecar, Machine, sm, write_sidecar
 
 if TYPE_CHECKING:
     import tensorrt
 
+LOG = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 QUANT_MODES = ("explicit", "implicit")
 
@@ -47,6 +50,9 @@ class EngineBuildConfig:
     TensorRT releases without builder precision flags).
     ``calibrator``: any TensorRT INT8 calibrator; one from ``make_calibrator`` also reports a bad
     batch (``error``) and its data set (``info()``) to the sidecar. Its owner closes it after.
+    ``allow_tf32``: let FP32 layers use TF32 (off: TensorRT's default is on, which would make
+    fp32 builds and FP32 pins compute with a 10-bit mantissa).
+    ``require_pins``: an FP32 pin TensorRT did not hold fails the build (else a warning and a note).
     """
 
     precision: str = "fp16"
@@ -58,6 +64,8 @@ class EngineBuildConfig:
     pin_patterns: bool = True
     strongly_typed: bool = False
     calibrator: Any = None
+    allow_tf32: bool = False
+    require_pins: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -66,6 +74,10 @@ class EngineBuildConfig:
             raise ExportError(f"quant must be one of {QUANT_MODES}, not {self.quant!r}")
         if self.dla_core is not None and self.precision == "fp32":
             raise ExportError("DLA runs FP16 or INT8 only: build with precision fp16, int8 or best")
+        method = getattr(self.calibrator, "method", None)
+        if self.dla_core is not None and self.implicit_int8 and method not in (None, "entropy"):
+            raise ExportError(f"DLA takes only the entropy calibrator for implicit INT8, not {method!r}: "
+                              "use --calib-method entropy (or a Q/DQ ONNX)")
 
     @property
     def int8(self) -> bool:
@@ -102,6 +114,10 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     if not parser.parse_from_file(str(onnx_path)):
         raise ExportError(_parse_failure(api, onnx_path, parser, contract))
     _check_io(network, contract, onnx_path)
+    if strongly_typed and config.precision in ("fp16", "best") and not api.has_fp16_tensors(network):
+        raise ExportError(f"{onnx_path.name}: a strongly typed {config.precision} build takes its types from the "
+                          f"graph and this one has no FP16 tensors; pass the {onnx_path.stem.split('.')[0]}.fp16.onnx "
+                          "the workstation wrote (FP16 graph with its FP32 pins as casts)")
     if config.int8 and config.quant == "explicit" and not _has_qdq(api, network):
         raise ExportError(f"{onnx_path.name}: quant='explicit' but the graph has no Q/DQ nodes; "
                           "quantise the ONNX first or use quant='implicit' with a calibrator")
@@ -110,19 +126,27 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     build_config = builder.create_builder_config()
     pins = _apply_precision(api, network, build_config, config, contract, strongly_typed, notes)
     ranges = _profile_ranges(network, contract)
-    _configure(api, builder, build_config, config, ranges)
+    # The calibration data's shape: CalibrationSet feeds the contract's static batch and size.
+    calibration_shapes = {name: tuple(shape) for name, shape in
+                          contract.input_shapes(contract.batch, contract.height, contract.width).items()}
+    cache_warning = _configure(api, builder, build_config, config, ranges, calibration_shapes)
+    if cache_warning:
+        LOG.warning(cache_warning)
+        notes.append(cache_warning)
 
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, build_config)
     build_time = time.perf_counter() - start
-    calibration_error = getattr(config.calibrator, "error", None)
+    calibration_error = getattr(config.calibrator, "error", None) if config.implicit_int8 else None
     if calibration_error:
         raise ExportError(f"{onnx_path.name}: INT8 calibration failed: {calibration_error}")
     if serialized is None:
         raise ExportError(f"{onnx_path.name}: TensorRT {api.version_text} could not build an engine "
                           "(its log above says why)")
     data = bytes(serialized)
+    layers = _layer_report(api, data, config, pins, onnx_path, notes)
     write_bytes_atomic(engine_path, data)
+    write_layer_report(engine_path, layers)
     if config.timing_cache is not None:
         compat.save_timing_cache(build_config, config.timing_cache)
 
@@ -139,25 +163,81 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         onnx_file=onnx_path.name, onnx_sha256=sha256_file(onnx_path),
         build_time_s=round(build_time, 3), built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         toolkit_version=TOOLKIT_VERSION, contract=contract, checkpoint_sha256=contract.checkpoint_sha256,
-        calibration=calibration, notes=notes)
+        calibration=calibration, notes=notes, precision_built=_precision_built(layers, config.precision),
+        tf32=config.allow_tf32, layers=layers)
     write_sidecar(engine_path, sidecar)
     return sidecar
 
 
+def _layer_report(api: compat.TrtApi, data: bytes, config: EngineBuildConfig, pins: list[str],
+                  onnx_path: Path, notes: list[str]) -> dict[str, Any]:
+    """Per-layer precision/device from the inspector; a dropped FP32 pin fails (or warns, see config)."""
+    text = api.engine_information(data, config.dla_core)
+    if text is None:
+        raise ExportError(f"{onnx_path.name}: TensorRT {api.version_text} cannot load the engine it just built")
+    report = parse_engine_information(text)
+    LOG.info("%s: %s", onnx_path.name, summary_line(report))
+    print(f"{onnx_path.name}: {summary_line(report)}")
+    dropped = pins_not_held(report, pins)
+    if dropped:
+        message = (f"{onnx_path.name}: {len(dropped)} FP32 pin(s) did not hold (TensorRT fused them into lower "
+                   f"precision): {', '.join(dropped[:5])}")
+        if config.require_pins:
+            raise ExportError(message + "; build with fewer fusions or set require_pins=False to accept")
+        LOG.warning(message)
+        notes.append(message)
+    return report
+
+
+def _precision_built(report: dict[str, Any], requested: str) -> str:
+    """The precision the engine really has, from its layers (the request when none were read)."""
+    counts = report.get("counts", {})
+    if counts.get("INT8"):
+        return "best" if counts.get("FP16") else "int8"
+    if counts.get("FP16"):
+        return "fp16"
+    if counts.get("FP32"):
+        return "fp32"
+    return requested
+
+
 def _configure(api: compat.TrtApi, builder: tensorrt.Builder, build_config: tensorrt.IBuilderConfig,
-               config: EngineBuildConfig, ranges: dict[str, compat.ShapeRange]) -> None:
-    """Workspace, profile, calibrator, DLA and timing cache (precision and pins are set apart)."""
+               config: EngineBuildConfig, ranges: dict[str, compat.ShapeRange],
+               calibration_shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Workspace, profile, calibrator, DLA, TF32 and timing cache (precision and pins are set apart).
+
+    Returns the timing cache's warning when a foreign cache was replaced by a fresh one.
+    """
     api.set_workspace(build_config, config.workspace_mib)
+    api.set_tf32(build_config, config.allow_tf32)
+    api.set_detailed_profiling(build_config)
+    if config.dla_core is not None:
+        dynamic = {name: r for name, r in ranges.items() if not r[0] == r[1] == r[2]}
+        if dynamic:
+            raise ExportError(f"DLA needs static shapes (min = opt = max); inputs {sorted(dynamic)} have a "
+                              "dynamic profile: export with a static size for DLA")
     if ranges:
-        build_config.add_optimization_profile(api.make_profile(builder, ranges))
+        api.add_profile(build_config, api.make_profile(builder, ranges), ranges)
     if config.implicit_int8:
-        calibration_ranges = {name: (opt, opt, opt) for name, (_, opt, _) in ranges.items()}
+        # TensorRT reads volume(calibration profile shape) from each buffer get_batch returns, so
+        # the profile is the data's own shape and the calibrator checks every batch against it.
+        for name, (low, _, high) in ranges.items():
+            shape = calibration_shapes[name]
+            if len(shape) != len(low) or not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
+                raise ExportError(f"calibration data of shape {list(shape)} for {name} is outside the engine's "
+                                  f"profile {list(low)}..{list(high)}")
+        calibration_ranges = {name: (calibration_shapes[name],) * 3 for name in ranges}
+        expect = getattr(config.calibrator, "expect_shapes", None)
+        if expect is not None:
+            expect(calibration_shapes)
         api.set_calibrator(build_config, config.calibrator,
                            api.make_profile(builder, calibration_ranges) if ranges else None)
     if config.dla_core is not None:
         api.set_dla(builder, build_config, config.dla_core)
     if config.timing_cache is not None:
-        compat.load_timing_cache(build_config, config.timing_cache)
+        return compat.load_timing_cache(build_config, config.timing_cache)
+    return None
+
 
 
 def _parse_failure(api: compat.TrtApi, onnx_path: Path, parser: tensorrt.OnnxParser,

@@ -75,6 +75,17 @@ class EngineSidecar:
     checkpoint_sha256: str = ""
     calibration: CalibrationInfo | None = None
     notes: list[str] = field(default_factory=list)   # build warnings, e.g. pins that matched nothing
+    precision_built: str | None = None      # what the engine's layers really run (engine inspector)
+    tf32: bool = False                      # FP32 layers allowed to use TF32
+    layers: dict[str, Any] | None = None    # inspector report: {"counts": {...}, "layers": [...]}
+
+    def layer_summary(self) -> str:
+        """One line: layers per precision and on DLA, as the engine inspector reported them."""
+        if not self.layers:
+            return "per-layer report: none (engine built before the inspector report)"
+        from .inspector import summary_line
+
+        return summary_line(self.layers)
 
     @property
     def machine(self) -> Machine:

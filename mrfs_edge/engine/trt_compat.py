@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Tuple
 
 import numpy as np
 
@@ -38,8 +38,12 @@ from ..utils.files import write_bytes_atomic
 if TYPE_CHECKING:
     import tensorrt
 
-Shape = tuple[int, ...]
-ShapeRange = tuple[Shape, Shape, Shape]   # (min, opt, max)
+Shape = Tuple[int, ...]                   # typing generics: evaluated at run time on Python 3.8
+ShapeRange = Tuple[Shape, Shape, Shape]   # (min, opt, max)
+# TensorRT DataType member name -> numpy dtype; our own because 8.5.2's trt.nptype builds a map
+# with np.bool, which NumPy 1.24 to 1.26 lack (every call fails there, whatever the type).
+NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+               "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
 PRECISION_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",), "best": ("FP16", "INT8")}
 
 
@@ -128,6 +132,18 @@ class TrtApi:
         for name in flags:
             config.set_flag(getattr(self.trt.BuilderFlag, name))
 
+    def set_tf32(self, config: tensorrt.IBuilderConfig, allowed: bool) -> None:
+        """TF32 is on in every new builder config; clear it unless asked, so FP32 layers (fp32
+        builds, FP32 pins) compute in true FP32 rather than with a 10-bit mantissa."""
+        if not allowed:
+            config.clear_flag(self.trt.BuilderFlag.TF32)
+
+    def has_fp16_tensors(self, network: tensorrt.INetworkDefinition) -> bool:
+        """Whether a (strongly typed) network computes anything in FP16: its types are the graph's."""
+        half = self.trt.float16
+        return any(network.get_layer(i).get_output(j).dtype == half
+                   for i in range(network.num_layers) for j in range(network.get_layer(i).num_outputs))
+
     def set_calibrator(self, config: tensorrt.IBuilderConfig, calibrator: Any,
                        profile: tensorrt.IOptimizationProfile | None) -> None:
         """Attach an implicit-INT8 calibrator (8.x to 10.x; removed with the precision flags).
@@ -138,9 +154,10 @@ class TrtApi:
         if not self.has_implicit_int8:
             raise ExportError(f"TensorRT {self.version_text} has no implicit INT8 calibration; "
                               "export a Q/DQ ONNX and build with quant='explicit'")
-        config.int8_calibrator = calibrator
-        if profile is not None:
-            config.set_calibration_profile(profile)
+        # Both deprecated in 10.x and absent from 11: reached by name.
+        setattr(config, "int8_calibrator", calibrator)
+        if profile is not None and not getattr(config, "set_calibration_profile")(profile):
+            raise ExportError("TensorRT refused the calibration profile (min = opt = max at the data's shape)")
 
     def calibrator_base(self, method: str) -> type:
         """TensorRT's calibrator class for ``method``: "entropy" or "minmax"."""
@@ -179,8 +196,16 @@ class TrtApi:
             config.set_flag(obey)
         return [layer.name for layer in layers]
 
+    @property
+    def has_dla(self) -> bool:
+        """TensorRT 11.0 to 11.3 ship no DLA support (their bindings keep the names; the library does not)."""
+        return self.version[0] < 11 or self.version >= (11, 4, 0)
+
     def set_dla(self, builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, core: int) -> None:
         """Run on DLA ``core``; layers DLA cannot run fall back to the GPU."""
+        if not self.has_dla:
+            raise ExportError(f"TensorRT {self.version_text} has no DLA support (11.0 to 11.3); "
+                              "build for the GPU (no --dla-core) or use TensorRT 10.x")
         available = builder.num_DLA_cores
         if not 0 <= core < available:
             raise ExportError(f"DLA core {core} requested, this machine has {available} DLA core(s)")
@@ -197,6 +222,25 @@ class TrtApi:
                               self.trt.Dims(list(high)))
         return profile
 
+    def add_profile(self, config: tensorrt.IBuilderConfig, profile: tensorrt.IOptimizationProfile,
+                    ranges: Mapping[str, ShapeRange]) -> None:
+        """add_optimization_profile returns -1 for a profile TensorRT finds invalid (min > opt > max)."""
+        if config.add_optimization_profile(profile) < 0:
+            raise ExportError(f"TensorRT refused the optimisation profile {dict(ranges)}")
+
+    def set_detailed_profiling(self, config: tensorrt.IBuilderConfig) -> None:
+        """DETAILED verbosity: the engine inspector then reports each layer's types and tactic."""
+        config.profiling_verbosity = self.trt.ProfilingVerbosity.DETAILED
+
+    def engine_information(self, data: bytes, dla_core: int | None = None) -> str | None:
+        """The engine inspector's JSON for a serialized engine (None: TensorRT cannot load it here)."""
+        runtime = self.create_runtime(dla_core)
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            return None
+        inspector = engine.create_engine_inspector()
+        return str(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
+
     # -- running ----------------------------------------------------------------------------
     def create_runtime(self, dla_core: int | None = None) -> tensorrt.Runtime:
         """A runtime; a DLA engine runs on the core it was built for (set before deserializing)."""
@@ -209,7 +253,11 @@ class TrtApi:
         return engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT
 
     def numpy_dtype(self, engine: tensorrt.ICudaEngine, name: str) -> np.dtype:
-        return np.dtype(self.trt.nptype(engine.get_tensor_dtype(name)))
+        """Our own map, not ``trt.nptype`` (broken on 8.5.2 with NumPy 1.24+, see NUMPY_TYPES)."""
+        dtype = engine.get_tensor_dtype(name)
+        if dtype.name not in NUMPY_TYPES:
+            raise ExportError(f"tensor {name}: TensorRT type {dtype.name} has no numpy equivalent here")
+        return np.dtype(NUMPY_TYPES[dtype.name])
 
 
 def as_api(trt: Any = None) -> TrtApi:
@@ -222,12 +270,21 @@ def dims(shape: tensorrt.Dims) -> tuple[int, ...]:
     return tuple(int(shape[i]) for i in range(len(shape)))
 
 
-def load_timing_cache(config: tensorrt.IBuilderConfig, path: str | os.PathLike[str]) -> None:
-    """Start from the cache at ``path`` when it exists (an empty one otherwise)."""
+def load_timing_cache(config: tensorrt.IBuilderConfig, path: str | os.PathLike[str]) -> str | None:
+    """Start from the cache at ``path`` when it exists (an empty one otherwise).
+
+    ``set_timing_cache`` returns False for a cache from another GPU or TensorRT release
+    (ignore_mismatch=False: such a cache is never trusted). That costs only build time, so the
+    build goes on with a fresh cache, which then replaces the foreign one at ``path``; refusing
+    would stop every first build on a new device that shares the path. Returns the warning.
+    """
     data = Path(path).read_bytes() if Path(path).is_file() else b""
-    cache = config.create_timing_cache(data)
-    # ignore_mismatch=False: a cache from another GPU is rejected rather than trusted.
-    config.set_timing_cache(cache, False)
+    if config.set_timing_cache(config.create_timing_cache(data), False):
+        return None
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        raise ExportError(f"{path}: TensorRT refused even an empty timing cache")
+    return (f"timing cache {Path(path).name} was made on another GPU or TensorRT release: not used, "
+            "built with a fresh one that replaces it")
 
 
 def save_timing_cache(config: tensorrt.IBuilderConfig, path: str | os.PathLike[str]) -> None:

@@ -57,6 +57,8 @@ OP_LAYER = {"ReduceMean": "REDUCE", "ReduceSum": "REDUCE", "Softmax": "SOFTMAX",
             "Conv": "CONVOLUTION", "MatMul": "MATRIX_MULTIPLY", "Concat": "CONCATENATION",
             "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "LayerNormalization": "NORMALIZATION",
             "Shape": "SHAPE", "Cast": "CAST", "Transpose": "SHUFFLE", "Reshape": "SHUFFLE", "Resize": "RESIZE"}
+# Ops onnx-tensorrt has no importer for (its docs/operators.md lists them as unsupported).
+UNSUPPORTED_OPS = {"Unique", "StringNormalizer", "TfIdfVectorizer", "Multinomial", "SequenceInsert"}
 INT8_KINDS = {"CONVOLUTION", "MATRIX_MULTIPLY", "ACTIVATION", "ELEMENTWISE", "CONCATENATION"}
 DLA_KINDS = {"CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "CONCATENATION", "SCALE", "POOLING"}
 FORMAT = {"FLOAT": "Row major linear FP32", "HALF": "Row major linear FP16 format",
@@ -72,6 +74,8 @@ class Ctx:
         self.major = int(version.split(".")[0])
         self.knobs = dict(KNOBS, **knobs)
         self.module: Any = None
+        # What tests inspect afterwards (private: not TensorRT API): builders, runtimes, contexts.
+        self.record: Dict[str, List[Any]] = {"builders": [], "runtimes": [], "contexts": []}
 
     def enum(self, name: str) -> Any:
         return getattr(self.module, name)
@@ -316,7 +320,7 @@ class OnnxParser:
             network._inputs.append(tensors[value.name])
         for index, node in enumerate(graph.nodes):
             kind = OP_LAYER.get(node.op_type, "IDENTITY")
-            if not ctx.has("LayerType", kind):
+            if not ctx.has("LayerType", kind) or node.op_type in UNSUPPORTED_OPS:
                 return self._fail(index, node, f"No importer registered for op: {node.op_type}")
             if node.op_type == "Cast":
                 out_kind = ONNX_TYPES.get(node.ints.get("to", 1), "FLOAT")
@@ -443,6 +447,9 @@ class BuilderConfig:
 class Builder:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
+        self._network: Any = None
+        self._config: Any = None
+        self._ctx.record["builders"].append(self)
 
     num_DLA_cores = property(lambda self: self._ctx.knobs["dla_cores"])
     platform_has_tf32 = property(lambda self: True)
@@ -450,10 +457,12 @@ class Builder:
     platform_has_fast_int8 = property(lambda self: True)
 
     def create_network(self, flags: int = 0) -> Any:
-        return self._ctx.module.INetworkDefinition(int(flags))
+        self._network = self._ctx.module.INetworkDefinition(int(flags))
+        return self._network
 
     def create_builder_config(self) -> Any:
-        return self._ctx.module.IBuilderConfig()
+        self._config = self._ctx.module.IBuilderConfig()
+        return self._config
 
     def create_optimization_profile(self) -> Any:
         return self._ctx.module.IOptimizationProfile()
@@ -664,12 +673,16 @@ class Context:
         self._shapes: Dict[str, Tuple[int, ...]] = {}
         self._addresses: Dict[str, int] = {}
         self._session: Any = None
+        self._shape_calls: List[Tuple[str, Tuple[int, ...]]] = []
+        self._executions = 0
+        self._ctx.record["contexts"].append(self)
 
     def set_input_shape(self, name: str, shape: Any) -> bool:
         plan = self._engine._plan
         if name not in plan["inputs"]:
             return False
         shape = tuple(int(d) for d in shape)
+        self._shape_calls.append((name, shape))
         static = plan["inputs"][name]["shape"]
         if -1 in static:
             low, _, high = plan["profiles"][0][name]
@@ -716,6 +729,7 @@ class Context:
         import onnxruntime as ort
 
         plan, ctx = self._engine._plan, self._ctx
+        self._executions += 1
         if self._session is None:
             self._session = ort.InferenceSession(base64.b64decode(plan["onnx"]), providers=["CPUExecutionProvider"])
         feed = {}
@@ -737,6 +751,7 @@ class Context:
 class Runtime:
     def __init__(self, logger: Any) -> None:
         self._dla = -1
+        self._ctx.record["runtimes"].append(self)
 
     DLA_core = property(lambda self: self._dla, lambda self, v: object.__setattr__(self, "_dla", int(v)))
     num_DLA_cores = property(lambda self: self._ctx.knobs["dla_cores"])
@@ -788,6 +803,7 @@ def build_module(spec_path: Path, version: str, knobs: Dict[str, Any]) -> types.
     ctx.module = module
     module.__version__ = version
     module._knobs = ctx.knobs
+    module._record = ctx.record
     for name, members in spec["enums"].items():
         if "." not in name:
             setattr(module, name, make_enum(name, members))
