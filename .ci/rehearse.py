@@ -223,8 +223,10 @@ def target_commands(model: str, output: str, bench: str) -> List[List[str]]:
              "--output-dir", bench]]
 
 
-def rehearse(profile: Profile, setup: Dict[str, object], build: Path, cudart: Path, work: Path) -> Result:
-    result = Result(profile, python=str(setup["python"]), numpy=str(setup["numpy"]))
+def rehearse(result: Result, setup: Dict[str, object], build: Path, cudart: Path, work: Path) -> None:
+    """The on-target commands and their checks; ``result`` is filled as the steps pass."""
+    profile = result.profile
+    result.python, result.numpy = str(setup["python"]), str(setup["numpy"])
     result.times["venv"] = float(setup["seconds"])  # type: ignore[arg-type]
     checkout, venv = Path(str(setup["checkout"])), Path(str(setup["venv"]))
     root = checkout.parent
@@ -281,7 +283,6 @@ def rehearse(profile: Profile, setup: Dict[str, object], build: Path, cudart: Pa
     result.figures.update(p50_ms=latency, agreement=accuracy["agreement"], miou=accuracy["miou"],
                           fused_psnr=accuracy.get("fused_psnr"), layers=row.get("layers"))
     result.ok = True
-    return result
 
 
 # ------------------------------------------------------------------------------- driver
@@ -295,9 +296,16 @@ def build_cudart(work: Path) -> Path:
     return Path(build_fake_cudart(work / "cudart"))
 
 
+def _layers_cell(layers: object) -> str:
+    if not isinstance(layers, dict):
+        return "–"
+    precision = layers.get("precision") or {}
+    return "/".join(str(precision.get(k, 0)) for k in ("int8", "fp16", "fp32")) + f" of {layers.get('total')}"
+
+
 def summary_table(results: Sequence[Result]) -> str:
     header = ["profile", "python", "numpy", "TensorRT", "venv s", "build s", "runtime s", "outputs", "bench s",
-              "p50 ms", "agreement %", "mIoU %", "total s", "result"]
+              "p50 ms", "agreement %", "mIoU %", "layers INT8/FP16/FP32", "total s", "result"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         f, t = r.figures, r.times
@@ -306,7 +314,8 @@ def summary_table(results: Sequence[Result]) -> str:
                  str(f.get("runtime_outputs", "–")), f"{t['benchmark']:.0f}" if "benchmark" in t else "–",
                  f"{f['p50_ms']:.0f}" if "p50_ms" in f else "–",
                  f"{100 * f['agreement']:.2f}" if "agreement" in f else "–",
-                 f"{100 * f['miou']:.2f}" if "miou" in f else "–", f"{sum(t.values()):.0f}",
+                 f"{100 * f['miou']:.2f}" if "miou" in f else "–", _layers_cell(f.get("layers")),
+                 f"{sum(t.values()):.0f}",
                  "pass" if r.ok else f"FAIL: {r.reason}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -359,7 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     build = exports[profile.trt_compat]
                     if isinstance(build, RehearsalError):
                         raise build
-                    result = rehearse(profile, setups[profile.name].result(), Path(str(build)), cudart, work)
+                    rehearse(result, setups[profile.name].result(), Path(str(build)), cudart, work)
                 except RehearsalError as exc:
                     result.reason = str(exc)
                 except Exception as exc:  # a broken step of any kind fails this profile in one line
