@@ -62,3 +62,15 @@ def test_cuda_graph_mode_gives_the_same_outputs(tmp_path: Path) -> None:
     with TensorRTRunner(engine) as plain, TensorRTRunner(engine, use_cuda_graph=True) as graphed:
         for feed in feeds:   # first call captures, the others replay
             np.testing.assert_array_equal(graphed.infer(feed)["fused"], plain.infer(feed)["fused"])
+
+
+def test_inspector_report_reads_real_tensorrt(tmp_path: Path) -> None:
+    """The per-layer report parses real TensorRT's DETAILED inspector JSON (precision per layer)."""
+    _, engine = build(tmp_path, "fp32", dynamic=False)
+    with TensorRTRunner(engine) as runner:
+        report = runner.layer_report
+        assert report and report["layers"] and report["counts"]["DLA"] == 0
+        assert report["counts"]["FP16"] == report["counts"]["INT8"] == 0 and report["counts"]["FP32"] > 0
+        assert all(layer["precision"] != "unknown" for layer in report["layers"])
+        assert runner.sidecar.precision_built == "fp32" and not runner.sidecar.tf32
+        assert "0 on DLA" in runner.describe()
