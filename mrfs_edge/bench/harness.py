@@ -106,7 +106,10 @@ def _describe(runner: Runner, threads: int) -> str:
         return f"{providers[0]}, {threads} intra-op threads"
     sidecar = getattr(runner, "sidecar", None)
     if sidecar is not None:
-        return f"TensorRT {sidecar.tensorrt_version} {sidecar.precision} engine on {sidecar.gpu_name}"
+        built = getattr(sidecar, "precision_built", None) or sidecar.precision
+        layers = sidecar.layer_summary() if hasattr(sidecar, "layer_summary") else ""
+        return (f"TensorRT {sidecar.tensorrt_version} {sidecar.precision} engine on {sidecar.gpu_name}"
+                + (f" (runs {built})" if built != sidecar.precision else "") + (f"; {layers}" if layers else ""))
     import torch
 
     if runner.device != "cpu":
@@ -121,11 +124,10 @@ def layer_counts(runner: Runner) -> dict[str, Any] | None:
     """How many engine layers run in each precision and on DLA, as TensorRT's inspector reported them.
 
     The report is the builder's (:mod:`mrfs_edge.engine.inspector`): ``{"counts": {"INT8", "FP16",
-    "FP32", "other", "GPU", "DLA"}, "layers": [...]}``, in the sidecar's ``layers`` or in
-    ``<engine>.layers.json`` beside the engine. None for runners without one (ONNX Runtime, PyTorch).
+    "FP32", "other", "GPU", "DLA"}, "layers": [...]}``, from the runner's ``layer_report`` (the
+    sidecar's) or ``<engine>.layers.json`` beside the engine. None for runners without one.
     """
-    sidecar = getattr(runner, "sidecar", None)
-    report = getattr(sidecar, "layers", None)
+    report = getattr(runner, "layer_report", None)   # TensorRTRunner: the sidecar's inspector report
     path = getattr(runner, "path", None)
     if not isinstance(report, Mapping) and path is not None:
         layers_file = Path(f"{path}.layers.json")
