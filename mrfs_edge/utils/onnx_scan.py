@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, FrozenSet, Tuple, Union
+from typing import Dict, FrozenSet, Set, Tuple, Union
 
 from ..errors import ModelFileError
 
@@ -52,8 +52,10 @@ def _varint(data: memoryview, pos: int) -> Tuple[int, int]:
         shift += 7
 
 
-def _fields(data: memoryview) -> Iterator[_Field]:
-    """``(field number, wire type, value)``; length-delimited values are views, not copies."""
+def _fields(data: Union[int, memoryview]) -> Iterator[_Field]:
+    """``(field number, wire type, value)`` of a message; length-delimited values are views, not copies."""
+    if not isinstance(data, memoryview):
+        raise ValueError("a varint where a message was expected")
     pos, end = 0, len(data)
     while pos < end:
         key, pos = _varint(data, pos)
@@ -80,7 +82,9 @@ def _text(value: Union[int, memoryview]) -> str:
 
 
 def _scan(data: memoryview) -> OnnxScan:
-    op_types, init_types, metadata = set(), set(), {}
+    op_types: Set[str] = set()
+    init_types: Set[int] = set()
+    metadata: Dict[str, str] = {}
     for number, wire, value in _fields(data):
         if number == 7 and wire == 2:
             for g_number, g_wire, g_value in _fields(value):
@@ -89,7 +93,7 @@ def _scan(data: memoryview) -> OnnxScan:
                 if g_number == 1:
                     op_types.update(_text(v) for n, w, v in _fields(g_value) if n == 4 and w == 2)
                 elif g_number == 5:
-                    init_types.update(v for n, w, v in _fields(g_value) if n == 2 and w == 0)
+                    init_types.update(v for n, w, v in _fields(g_value) if n == 2 and isinstance(v, int))
         elif number == 14 and wire == 2:
             entry = {n: _text(v) for n, w, v in _fields(value) if w == 2}
             metadata[entry.get(1, "")] = entry.get(2, "")
