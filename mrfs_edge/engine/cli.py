@@ -153,16 +153,9 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
         calibration = CalibrationSet.from_folder(calib, args.calib_count, read_onnx_contract(onnx_for_engine))
         calibrator = make_calibrator(TrtApi(), calibration, output_dir / f"{engine.stem}.calib.cache", method,
                                      fingerprint=calibration.fingerprint())
-    extra: dict[str, Any] = {}
-    if args.tf32:
-        if "allow_tf32" not in EngineBuildConfig.__dataclass_fields__:
-            raise ExportError("--tf32: this toolkit's engine builder cannot set TF32 yet")
-        extra["allow_tf32"] = True
-    elif "allow_tf32" in EngineBuildConfig.__dataclass_fields__:
-        extra["allow_tf32"] = False
     config = EngineBuildConfig(precision=args.precision, quant=args.quant, workspace_mib=args.workspace,
                                dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator,
-                               **extra)
+                               allow_tf32=args.tf32)
     try:
         sidecar = build_engine(onnx_for_engine, engine, config)
     finally:
