@@ -147,6 +147,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         raise MrfsEdgeError("--cuda-graph needs a TensorRT engine (.engine/.plan)")
     options = {"use_cuda_graph": args.cuda_graph} if engine else ({"threads": args.threads} if args.threads else {})
     runner = open_runner(model, args.backend, **options)
+    describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
+    if describe is not None:
+        assets.announce(describe())
     source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
