@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ..engine.sidecar import CalibrationInfo
 from ..engine.trt_compat import TrtApi
 from ..utils.files import write_bytes_atomic, write_json_atomic
 
-Feed = Mapping[str, np.ndarray]
+Feed = typing.Mapping[str, np.ndarray]   # typing's: collections.abc's is not subscriptable on 3.8
 
 
 def cache_note_path(cache_path: str | os.PathLike[str]) -> Path:
