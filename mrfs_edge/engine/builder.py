@@ -176,8 +176,7 @@ def _layer_report(api: compat.TrtApi, data: bytes, config: EngineBuildConfig, pi
     if text is None:
         raise ExportError(f"{onnx_path.name}: TensorRT {api.version_text} cannot load the engine it just built")
     report = parse_engine_information(text)
-    LOG.info("%s: %s", onnx_path.name, summary_line(report))
-    print(f"{onnx_path.name}: {summary_line(report)}")
+    print(f"{onnx_path.name}: {summary_line(report)}")   # what the user must see after every build
     dropped = pins_not_held(report, pins)
     if dropped:
         message = (f"{onnx_path.name}: {len(dropped)} FP32 pin(s) did not hold (TensorRT fused them into lower "
@@ -237,7 +236,6 @@ def _configure(api: compat.TrtApi, builder: tensorrt.Builder, build_config: tens
     if config.timing_cache is not None:
         return compat.load_timing_cache(build_config, config.timing_cache)
     return None
-
 
 
 def _parse_failure(api: compat.TrtApi, onnx_path: Path, parser: tensorrt.OnnxParser,
