@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import mmap
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..contract import ModelContract
 from ..data.pairs import Pair
 from ..errors import ModelFileError, MrfsEdgeError
 from ..utils.files import atomic_path
+from ..utils.onnx_scan import export_stem, scan_onnx
 from . import environment
 from .accuracy import PairOutputs
 
@@ -33,8 +33,6 @@ REFERENCE_SCHEMA = "mrfs_edge.bench.reference/1"
 PYTORCH_MISSING = "PyTorch not installed (the workstation's export extra: pip install '.[export]')"
 HOW_TO_GET_ONE = ("pass --onnx FP32.onnx, or --reference ref.npz written on the workstation by "
                   "benchmarks/run.py --save-reference ref.npz")
-# Suffixes this toolkit gives the graphs derived from an FP32 export (<stem>.int8.onnx, <stem>.fp16.onnx).
-DERIVED_SUFFIXES = (".int8", ".fp16")
 
 
 class ReferenceError(MrfsEdgeError):
@@ -49,33 +47,16 @@ def torch_installed() -> bool:
         return False
 
 
-def has_qdq(path: Path) -> bool:
-    """Whether an ONNX file holds QuantizeLinear nodes, read without the onnx package.
-
-    Operator types are stored as plain strings in the protobuf, and "QuantizeLinear" (capital Q)
-    is not part of "DequantizeLinear", so a byte search is exact enough to tell a Q/DQ graph.
-    """
-    with open(path, "rb") as handle:
-        if path.stat().st_size == 0:
-            return False
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return data.find(b"QuantizeLinear") >= 0
-
-
 def fp32_name(onnx_name: str) -> str:
     """``m.int8.onnx`` / ``m.fp16.onnx`` → ``m.onnx`` (the FP32 export they were made from)."""
-    stem = onnx_name[:-len(".onnx")] if onnx_name.endswith(".onnx") else onnx_name
-    for suffix in DERIVED_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[:-len(suffix)]
-    return f"{stem}.onnx"
+    return f"{export_stem(onnx_name)}.onnx"
 
 
 def check_fp32_onnx(path: Path, what: str = "--onnx") -> Path:
     """``path`` if it is an FP32 ONNX file; a one-line error naming ``what`` otherwise."""
     if not path.is_file():
         raise ModelFileError(f"{path}: no such ONNX file ({what})")
-    if has_qdq(path):
+    if scan_onnx(path).has_qdq:
         raise ModelFileError(f"{path}: holds Q/DQ nodes, not the FP32 graph ({what}; the Q/DQ graph goes to --qdq)")
     return path
 
@@ -95,7 +76,7 @@ def fp32_beside(engine: Path) -> tuple[Path | None, str]:
     candidate = engine.parent / fp32_name(Path(sidecar.onnx_file).name)
     if not candidate.is_file():
         return None, f"{candidate.name} (the FP32 ONNX of {sidecar.onnx_file}) is not beside {engine}"
-    if has_qdq(candidate):
+    if scan_onnx(candidate).has_qdq:
         return None, f"{candidate} holds Q/DQ nodes, it is not an FP32 graph"
     source = read_onnx_contract(candidate).checkpoint_sha256
     built_from = sidecar.contract.checkpoint_sha256 or sidecar.checkpoint_sha256

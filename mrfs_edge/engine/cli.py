@@ -30,7 +30,7 @@ from ..cli import run_cli
 from ..errors import ExportError, needs_extra
 from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
 from ..utils.files import write_json_atomic
-from ..utils.onnx_scan import scan_onnx
+from ..utils.onnx_scan import export_stem, scan_onnx
 from .builder import PRECISIONS, EngineBuildConfig
 
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
@@ -115,10 +115,7 @@ def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
 
 def _engine_path(args: argparse.Namespace, output_dir: Path, source: Path) -> Path:
-    stem = source.name
-    for suffix in (".onnx", ".int8", ".fp16"):  # str.removesuffix is 3.9+: JetPack 5 runs 3.8
-        stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
-    return Path(args.output) if args.output else output_dir / f"{stem}.{args.precision}.engine"
+    return Path(args.output) if args.output else output_dir / f"{export_stem(source.name)}.{args.precision}.engine"
 
 
 def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path) -> str:

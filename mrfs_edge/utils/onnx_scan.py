@@ -40,6 +40,20 @@ class OnnxScan:
         """Float16 weights: the graph already carries FP16 types (convert_to_fp16's output)."""
         return FLOAT16 in self.initializer_types
 
+# Suffixes this toolkit gives graphs derived from an FP32 export: <stem>.int8.onnx, <stem>.fp16.onnx.
+DERIVED_SUFFIXES = (".int8", ".fp16")
+
+
+def export_stem(onnx_name: str) -> str:
+    """``m.onnx`` / ``m.int8.onnx`` / ``m.fp16.onnx`` → ``m``: the FP32 export a graph was made from.
+
+    (str.removesuffix is 3.9+; JetPack 5 runs 3.8.)
+    """
+    stem = onnx_name[:-len(".onnx")] if onnx_name.endswith(".onnx") else onnx_name
+    for suffix in DERIVED_SUFFIXES:
+        stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
+    return stem
+
 
 def _varint(data: memoryview, pos: int) -> Tuple[int, int]:
     value = shift = 0
