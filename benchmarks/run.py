@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark every precision and backend of an MRFS model (see mrfs_edge.bench.cli, or --help)."""
+"""Benchmark every precision and backend of an MRFS model (see mrfs_edge.tools.benchmark, or --help)."""
 import sys
 from pathlib import Path
 
@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mrfs_edge.bench.cli import entry  # noqa: E402  (needs the repository root on sys.path)
+from mrfs_edge.tools.benchmark import entry  # noqa: E402  (needs the repository root on sys.path)
 
 if __name__ == "__main__":
     sys.exit(entry())

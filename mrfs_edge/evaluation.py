@@ -12,9 +12,9 @@ from typing import Callable, Tuple
 import cv2
 import numpy as np
 
-from .data.pairs import Pair
-from .data.preprocess import to_network_inputs
-from .metrics.segmentation import SegmentationScore
+from mrfs_edge.io.pairs import Pair
+from mrfs_edge.metrics.segmentation import SegmentationScore
+from mrfs_edge.processing.preprocess import to_network_inputs
 
 # typing's generics: a run-time alias must subscript on Python 3.8 (JetPack 5)
 InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]

@@ -43,7 +43,8 @@ def demo_onnx(tmp_path_factory) -> Path:
     """
     pytest.importorskip("torch")
     from mrfs_edge.assets import DEMO_CHECKPOINT
-    from mrfs_edge.export import ExportOptions, export_onnx
+    from mrfs_edge.core.export_options import ExportOptions
+    from mrfs_edge.export import export_onnx
 
     path = tmp_path_factory.mktemp("demo_onnx") / "mrfs_b0_demo_480x640.onnx"
     export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=480, width=640, parity_pairs=1), log=lambda _: None)

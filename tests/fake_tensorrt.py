@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from mrfs_edge.backends.cuda_memory import CudaMemory
-from mrfs_edge.contract import ModelContract
+from mrfs_edge.core.contract import ModelContract
 
 DOUBLES = Path(__file__).resolve().parent / "doubles"
 RELEASES = ("8.5.2", "8.6.1", "10.3.0", "10.13.0", "10.16", "11.0", "11.1")

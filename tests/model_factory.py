@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import torch
-
 from conftest import SPECS
 
 MANIFEST = SPECS / "official_checkpoint_keys.json"

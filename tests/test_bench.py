@@ -16,11 +16,11 @@ pytest.importorskip("matplotlib")
 from mrfs_edge.assets import EVAL_SPLIT, SAMPLES  # noqa: E402
 from mrfs_edge.bench import report as bench_report  # noqa: E402
 from mrfs_edge.bench.accuracy import NO_LABELS, PairOutputs, score_mode  # noqa: E402
-from mrfs_edge.bench.cli import main  # noqa: E402
 from mrfs_edge.bench.compare import compare_reports  # noqa: E402
 from mrfs_edge.bench.modes import REFERENCE, parse_modes  # noqa: E402
-from mrfs_edge.cli import run_cli  # noqa: E402
-from mrfs_edge.data.pairs import Pair, PairFolder  # noqa: E402
+from mrfs_edge.core.cli import run_cli  # noqa: E402
+from mrfs_edge.io.pairs import Pair, PairFolder  # noqa: E402
+from mrfs_edge.tools.benchmark import main  # noqa: E402
 
 MODES = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "tensorrt-fp16")
 ROW_KEYS = {"mode", "label", "runtime", "precision", "emulated", "reference", "backend", "device", "detail",
@@ -132,7 +132,7 @@ def test_figures_are_consistent(bench):
 
 
 def test_tensorrt_row_is_null_with_the_reason(bench):
-    from mrfs_edge.engine import tensorrt_status
+    from mrfs_edge.backends.machine import tensorrt_status
 
     available, reason = tensorrt_status()
     if available:

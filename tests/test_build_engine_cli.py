@@ -12,10 +12,10 @@ onnx = pytest.importorskip("onnx", reason="the tests edit ONNX graphs (workstati
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
-from mrfs_edge.engine import cli
+from mrfs_edge.backends.sidecar import EngineSidecar
+from mrfs_edge.core.errors import ExportError
 from mrfs_edge.engine.builder import EngineBuildConfig
-from mrfs_edge.engine.sidecar import EngineSidecar
-from mrfs_edge.errors import ExportError
+from mrfs_edge.tools import build_engine as cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def two_eval_pairs(tmp_path) -> list[str]:
 
 
 def _no_tensorrt(monkeypatch) -> None:
-    monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (False, "TensorRT not installed"))
+    monkeypatch.setattr("mrfs_edge.backends.machine.tensorrt_status", lambda: (False, "TensorRT not installed"))
 
 
 def test_fp16_without_tensorrt_writes_the_pinned_graph_and_its_emulated_agreement(
@@ -57,7 +57,7 @@ def test_fp16_without_tensorrt_writes_the_pinned_graph_and_its_emulated_agreemen
 
 def test_require_engine_is_a_one_line_error_after_the_onnx_work(tmp_path, demo_onnx, monkeypatch, capsys):
     _no_tensorrt(monkeypatch)
-    from mrfs_edge.cli import run_cli
+    from mrfs_edge.core.cli import run_cli
 
     code = run_cli(cli.main, ["--fp32", "--onnx", str(demo_onnx), "--output-dir", str(tmp_path), "--require-engine"])
     assert code == 2
@@ -82,7 +82,7 @@ class _RecordingBuild:
 
 def test_with_tensorrt_the_builder_gets_the_flags_and_a_qdq_graph_is_built_as_is(tmp_path, demo_onnx, monkeypatch):
     build = _RecordingBuild()
-    monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (True, "TensorRT 10.3 on Orin"))
+    monkeypatch.setattr("mrfs_edge.backends.machine.tensorrt_status", lambda: (True, "TensorRT 10.3 on Orin"))
     monkeypatch.setattr("mrfs_edge.engine.builder.build_engine", build)
     qdq = tmp_path / "model.int8.onnx"
     model = onnx.load(str(demo_onnx))
@@ -106,7 +106,7 @@ def test_with_tensorrt_the_builder_gets_the_flags_and_a_qdq_graph_is_built_as_is
 
 
 def test_implicit_calibration_refuses_a_method_tensorrt_lacks(tmp_path, demo_onnx, monkeypatch):
-    monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (True, "TensorRT 8.6"))
+    monkeypatch.setattr("mrfs_edge.backends.machine.tensorrt_status", lambda: (True, "TensorRT 8.6"))
     with pytest.raises(ExportError, match="percentile has no TensorRT calibrator"):
         cli.main(["--int8", "--quant", "implicit", "--calib-method", "percentile", "--onnx", str(demo_onnx),
                   "--output-dir", str(tmp_path)])
@@ -121,7 +121,7 @@ def test_script_reports_bad_input_in_one_line(tmp_path):
 
 def test_tf32_reaches_the_builder_only_when_asked(tmp_path, demo_onnx, monkeypatch):
     build = _RecordingBuild()
-    monkeypatch.setattr("mrfs_edge.engine.builder.tensorrt_status", lambda: (True, "TensorRT 10.3 on Orin"))
+    monkeypatch.setattr("mrfs_edge.backends.machine.tensorrt_status", lambda: (True, "TensorRT 10.3 on Orin"))
     monkeypatch.setattr("mrfs_edge.engine.builder.build_engine", build)
     if "allow_tf32" not in EngineBuildConfig.__dataclass_fields__:
         with pytest.raises(ExportError, match="--tf32"):

@@ -10,11 +10,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mrfs_edge.assets import CALIB_SPLIT, SAMPLES
-from mrfs_edge.calibration.cli import parse_budget
 from mrfs_edge.calibration.dataset import select_pairs, stratum
 from mrfs_edge.calibration.qdq import strip_qdq, trt_rule_violations
-from mrfs_edge.calibration.sensitivity import Budget, GroupResult, group_of, select_mixed_precision
-from mrfs_edge.data.pairs import PairFolder
+from mrfs_edge.calibration.sensitivity import (
+    Budget,
+    GroupResult,
+    group_of,
+    select_mixed_precision,
+)
+from mrfs_edge.io.pairs import PairFolder
+from mrfs_edge.tools.calibrate import parse_budget
 
 
 def test_pairs_are_taken_across_day_and_night_and_spread_within_each():
@@ -113,7 +118,7 @@ def test_pipeline_writes_a_conformant_qdq_model_with_measured_figures(tmp_path, 
     assert 0.5 < summary["int8_mac_fraction"] < 1.0   # attention MatMuls between activations stay high
     assert summary["calibration"]["names"] == ["00530D", "00720N"]    # one day, one night
     metadata = {p.key: p.value for p in qdq.metadata_props}
-    assert "mrfs_edge.contract" in metadata and "mrfs_edge.quantization" in metadata
+    assert "mrfs_edge.core.contract" in metadata and "mrfs_edge.quantization" in metadata
     assert not (tmp_path / "out" / f"{Path(demo_onnx).stem}.int8-all.onnx").exists()
 
 

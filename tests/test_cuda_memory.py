@@ -13,10 +13,16 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 from doubles.cudart_double import build_fake_cudart, fake_kernel, live_allocations
+
 from mrfs_edge.backends import cuda_memory
-from mrfs_edge.backends.cuda_memory import CudaError, gpu_properties, library_path, open_cuda_memory, runtime_version
+from mrfs_edge.backends.cuda_memory import (
+    CudaError,
+    gpu_properties,
+    library_path,
+    open_cuda_memory,
+    runtime_version,
+)
 
 INVALID_HANDLE = 400   # cudaErrorInvalidResourceHandle
 

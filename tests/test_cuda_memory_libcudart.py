@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mrfs_edge.backends.cuda_memory import CudaError, gpu_properties, library_path, open_cuda_memory, runtime_version
+from mrfs_edge.backends.cuda_memory import (
+    CudaError,
+    gpu_properties,
+    library_path,
+    open_cuda_memory,
+    runtime_version,
+)
 
 
 def wheel_library() -> Path:

@@ -11,7 +11,12 @@ import threading
 import numpy as np
 import pytest
 
-from mrfs_edge.backends.cuda_memory import CudaError, gpu_properties, open_cuda_memory, runtime_version
+from mrfs_edge.backends.cuda_memory import (
+    CudaError,
+    gpu_properties,
+    open_cuda_memory,
+    runtime_version,
+)
 
 pytestmark = pytest.mark.cuda
 

@@ -7,12 +7,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, needs_shared
+
 from mrfs_edge.assets import SAMPLES
-from mrfs_edge.data import (LAYOUTS, Padding, PairFolder, fit_to_input, fit_to_model, pad_chw, padding_for,
-                            read_infrared, read_label, read_split, read_visible, to_network_inputs)
-from mrfs_edge.errors import DatasetError, ImageError, MrfsEdgeError
+from mrfs_edge.core.errors import DatasetError, ImageError, MrfsEdgeError
+from mrfs_edge.io.images import read_infrared, read_label, read_visible
+from mrfs_edge.io.pairs import LAYOUTS, PairFolder, read_split
+from mrfs_edge.processing.preprocess import (
+    Padding,
+    fit_to_input,
+    fit_to_model,
+    pad_chw,
+    padding_for,
+    to_network_inputs,
+)
 
 NAMES = ["00147D", "00508D", "00734N"]
 
@@ -229,7 +237,7 @@ def test_fit_to_input_pads_small_frames_and_resizes_large_ones() -> None:
 
 
 def test_model_feed_follows_the_contracts_layout() -> None:
-    from mrfs_edge.contract import ModelContract
+    from mrfs_edge.core.contract import ModelContract
 
     rng = np.random.default_rng(3)
     visible = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)

@@ -9,15 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_tensorrt import (
+    RELEASES,
+    FakeCudaMemory,
+    fake_tensorrt,
+    flag_names,
+    make_tiny_onnx,
+    onnx_runtime_outputs,
+    random_pair,
+    tiny_contract,
+)
 
-from fake_tensorrt import (RELEASES, FakeCudaMemory, fake_tensorrt, flag_names, make_tiny_onnx, onnx_runtime_outputs,
-                           random_pair, tiny_contract)
+from mrfs_edge.backends import machine as machine_module
+from mrfs_edge.backends.sidecar import Machine, read_sidecar
 from mrfs_edge.backends.tensorrt_runner import TensorRTRunner
+from mrfs_edge.backends.trt_compat import TrtApi, parse_version
+from mrfs_edge.backends.trt_inspector import layers_path
 from mrfs_edge.calibration.trt_calibrator import cache_note_path, make_calibrator
-from mrfs_edge.engine import EngineBuildConfig, Machine, TrtApi, build_engine, parse_version, read_sidecar
-from mrfs_edge.engine import builder as builder_module
-from mrfs_edge.engine.inspector import layers_path
-from mrfs_edge.errors import ExportError
+from mrfs_edge.core.errors import ExportError
+from mrfs_edge.engine import EngineBuildConfig, build_engine
 
 MACHINE = Machine("10.3.0.30", "Orin", (8, 7))
 LN_PINS = ["/norm/ReduceMean", "/norm/Sub", "/norm/Pow", "/norm/ReduceMean_1", "/norm/Add", "/norm/Sqrt",
@@ -457,7 +467,7 @@ def test_implicit_int8_needs_a_calibrator(tmp_path: Path) -> None:
 # -- status and versions -----------------------------------------------------------------------
 def test_status_without_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    ok, reason = builder_module.tensorrt_status()
+    ok, reason = machine_module.tensorrt_status()
     assert not ok and reason.startswith("TensorRT not installed")
 
 
@@ -469,11 +479,11 @@ def test_status_without_gpu_and_with_one(monkeypatch: pytest.MonkeyPatch) -> Non
     def no_gpu(device: int = 0):
         raise CudaError("no CUDA GPU visible")
 
-    monkeypatch.setattr(builder_module, "gpu_properties", no_gpu)
-    assert builder_module.tensorrt_status() == (False, "no CUDA GPU visible")
-    monkeypatch.setattr(builder_module, "gpu_properties", lambda: ("Orin", (8, 7)))
-    assert builder_module.tensorrt_status() == (True, "TensorRT 10.3.0.30 on Orin (sm_87)")
-    assert builder_module.machine_info() == Machine("10.3.0.30", "Orin", (8, 7))
+    monkeypatch.setattr(machine_module, "gpu_properties", no_gpu)
+    assert machine_module.tensorrt_status() == (False, "no CUDA GPU visible")
+    monkeypatch.setattr(machine_module, "gpu_properties", lambda: ("Orin", (8, 7)))
+    assert machine_module.tensorrt_status() == (True, "TensorRT 10.3.0.30 on Orin (sm_87)")
+    assert machine_module.machine_info() == Machine("10.3.0.30", "Orin", (8, 7))
 
 
 @pytest.mark.parametrize("text, parsed", [("8.5.2.2", (8, 5, 2)), ("10.3.0", (10, 3, 0)), ("11.0", (11, 0, 0)),

@@ -7,12 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_tensorrt import tiny_contract
-from mrfs_edge.engine.sidecar import (CalibrationInfo, EngineSidecar, check_engine_bytes,
-                                      check_engine_compatible, read_sidecar, same_tensorrt, sidecar_path,
-                                      write_sidecar)
-from mrfs_edge.errors import ModelFileError
+
+from mrfs_edge.backends.sidecar import (
+    CalibrationInfo,
+    EngineSidecar,
+    check_engine_bytes,
+    check_engine_compatible,
+    read_sidecar,
+    same_tensorrt,
+    sidecar_path,
+    write_sidecar,
+)
+from mrfs_edge.core.errors import ModelFileError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +116,7 @@ def test_engine_replaced_after_build_is_refused(tmp_path: Path) -> None:
 
 def test_engine_modules_import_without_tensorrt_cuda_or_torch() -> None:
     code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['torch'] = None\n"
-            "import mrfs_edge.engine.sidecar, mrfs_edge.engine, mrfs_edge.backends.tensorrt_runner\n"
+            "import mrfs_edge.backends.sidecar, mrfs_edge.engine, mrfs_edge.backends.tensorrt_runner\n"
             "import mrfs_edge.calibration.trt_calibrator\n"
             "loaded = [m for m in ('tensorrt', 'torch', 'cuda', 'pycuda', 'onnxruntime') if sys.modules.get(m)]\n"
             "assert not loaded, loaded")

@@ -24,13 +24,15 @@ ort = pytest.importorskip("onnxruntime")
 
 from conftest import REPO  # noqa: E402
 from model_factory import B0_9, B2_15, write_checkpoint  # noqa: E402
+
 from mrfs_edge.assets import SAMPLES  # noqa: E402
-from mrfs_edge.cli import run_cli  # noqa: E402
-from mrfs_edge.contract import METADATA_KEY  # noqa: E402
-from mrfs_edge.errors import ExportError  # noqa: E402
-from mrfs_edge.export import ExportOptions, ExportResult, export_onnx  # noqa: E402
-from mrfs_edge.export.cli import main as export_main  # noqa: E402
+from mrfs_edge.core.cli import run_cli  # noqa: E402
+from mrfs_edge.core.contract import METADATA_KEY  # noqa: E402
+from mrfs_edge.core.errors import ExportError  # noqa: E402
+from mrfs_edge.core.export_options import ExportOptions  # noqa: E402
+from mrfs_edge.export import ExportResult, export_onnx  # noqa: E402
 from mrfs_edge.model import load_checkpoint  # noqa: E402
+from mrfs_edge.tools.export_onnx import main as export_main  # noqa: E402
 
 TOLERANCE = 1e-3
 FRAMES = ["00147D", "00734N"]

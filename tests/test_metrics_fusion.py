@@ -5,12 +5,31 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, needs_shared
-from mrfs_edge.metrics import (AgreementScore, average_gradient, entropy, fused_psnr, fused_ssim,
-                               fusion_metrics, fusion_mi, fusion_psnr, fusion_ssim, fusion_vif,
-                               max_abs_diff, mutual_information, pixel_agreement, psnr, qabf, scd,
-                               spatial_frequency, ssim, standard_deviation, to_grey, vifp)
+
+from mrfs_edge.metrics import (
+    AgreementScore,
+    average_gradient,
+    entropy,
+    fused_psnr,
+    fused_ssim,
+    fusion_metrics,
+    fusion_mi,
+    fusion_psnr,
+    fusion_ssim,
+    fusion_vif,
+    max_abs_diff,
+    mutual_information,
+    pixel_agreement,
+    psnr,
+    qabf,
+    scd,
+    spatial_frequency,
+    ssim,
+    standard_deviation,
+    to_grey,
+    vifp,
+)
 
 MSRS = SHARED_DATA / "msrs_test_labelled"
 # Score of a perfectly preserved edge (G = 1, A = 1) under the Xydeas-Petrovic sigmoids.

@@ -12,7 +12,13 @@ import math
 import numpy as np
 import pytest
 
-from mrfs_edge.metrics import SegmentationScore, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from mrfs_edge.metrics import (
+    SegmentationScore,
+    confusion_matrix,
+    iou_per_class,
+    mean_iou,
+    pixel_accuracy,
+)
 
 
 def test_hand_computed_example() -> None:

@@ -15,10 +15,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-
 from conftest import SPECS, needs_shared  # noqa: E402
-from model_factory import B0_9, B2_15, load_manifest, seeded_state_dict, write_checkpoint  # noqa: E402
-from mrfs_edge.errors import CheckpointError, MrfsEdgeError  # noqa: E402
+from model_factory import (  # noqa: E402
+    B0_9,
+    B2_15,
+    load_manifest,
+    seeded_state_dict,
+    write_checkpoint,
+)
+
+from mrfs_edge.core.errors import CheckpointError, MrfsEdgeError  # noqa: E402
 from mrfs_edge.model import MRFS, ModelConfig, load_checkpoint, variant_from_shapes  # noqa: E402
 
 MANIFEST_PRESENT = needs_shared(SPECS / "official_checkpoint_keys.json")

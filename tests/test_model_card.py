@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED_DATA, needs_shared
+
 from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
 
 torch = pytest.importorskip("torch")
@@ -22,8 +22,8 @@ def test_demo_checkpoint_is_an_authors_format_b0_under_25_mb():
 
 @needs_shared(SHARED_DATA / "mfnet_subset")
 def test_model_card_figures_are_what_the_shipped_weights_measure():
-    from mrfs_edge.data.pairs import PairFolder
-    from mrfs_edge.train.model_card import card_results, evaluate_checkpoint
+    from mrfs_edge.io.pairs import PairFolder
+    from mrfs_edge.tools.model_card import card_results, evaluate_checkpoint
 
     recorded = card_results(DEMO_MODEL_CARD)["MFNet held-out (in_msrs_test, raw thermal)"]
     folder = PairFolder(SHARED_DATA / "mfnet_subset", "in_msrs_test.txt", require_labels=True)

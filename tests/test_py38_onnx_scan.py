@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mrfs_edge.errors import ModelFileError
-from mrfs_edge.utils.onnx_scan import FLOAT16, scan_onnx
+from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.core.onnx_scan import FLOAT16, scan_onnx
 
 
 def test_scan_reads_qdq_fp16_and_metadata_as_onnx_does(tmp_path) -> None:
@@ -17,12 +17,12 @@ def test_scan_reads_qdq_fp16_and_metadata_as_onnx_does(tmp_path) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
         [helper.make_tensor("s", TensorProto.FLOAT16, [], [0.5])])
     model = helper.make_model(graph)
-    helper.set_model_props(model, {"mrfs_edge.contract": "{}", "k": "v é"})
+    helper.set_model_props(model, {"mrfs_edge.core.contract": "{}", "k": "v é"})
     onnx.save(model, str(tmp_path / "m.onnx"))
     scan = scan_onnx(tmp_path / "m.onnx")
     assert scan.op_types == {n.op_type for n in model.graph.node} and scan.has_qdq
     assert scan.initializer_types == {FLOAT16} and scan.is_fp16
-    assert scan.metadata == {"mrfs_edge.contract": "{}", "k": "v é"}
+    assert scan.metadata == {"mrfs_edge.core.contract": "{}", "k": "v é"}
 
 
 def test_a_file_that_is_no_onnx_is_a_one_line_error(tmp_path) -> None:

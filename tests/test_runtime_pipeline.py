@@ -19,19 +19,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_runtime_sources import FakeCamera, write_video
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends import open_runner
 from mrfs_edge.backends.base import Runner
-from mrfs_edge.contract import ModelContract
-from mrfs_edge.data import read_infrared, read_visible, to_network_inputs
-from mrfs_edge.data.sources import PairedSource, open_pair
-from mrfs_edge.errors import ModelFileError, SourceError
-from mrfs_edge.runtime import (ImageFolderSink, Pipeline, PipelineOptions, Registration, VideoFileSink, composite,
-                               fit_to_model, open_sinks, restore_outputs)
-from mrfs_edge.runtime.cli import run_main
-from mrfs_edge.runtime.pipeline import argmax_classes
-from test_runtime_sources import FakeCamera, write_video
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ModelFileError, SourceError
+from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.io.sinks import ImageFolderSink, VideoFileSink, open_sinks
+from mrfs_edge.io.sources import PairedSource, open_pair
+from mrfs_edge.processing.preprocess import fit_to_model, to_network_inputs
+from mrfs_edge.processing.registration import Registration
+from mrfs_edge.processing.visualize import composite
+from mrfs_edge.runtime import Pipeline, PipelineOptions
+from mrfs_edge.runtime.pipeline import argmax_classes, restore_outputs
+from mrfs_edge.tools.run import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["00147D", "00508D", "00530D"]
@@ -324,18 +327,13 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, model, capsys):
         "error: unrecognized arguments: --bogus (see --help)"]
 
 
-def test_missing_or_failing_default_model_is_one_line(monkeypatch, capsys):
-    import mrfs_edge.assets as assets
-
-    monkeypatch.delattr(assets, "default_onnx", raising=False)
-    assert run_main(["--no-display"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: no --model given and this checkout has no mrfs_edge.assets.default_onnx(); pass --model PATH.onnx")
+def test_failing_default_model_is_one_line(monkeypatch, capsys):
+    import mrfs_edge.export.demo as demo
 
     def no_torch() -> Path:
         raise ImportError("No module named 'torch'")
 
-    monkeypatch.setattr(assets, "default_onnx", no_torch, raising=False)
+    monkeypatch.setattr(demo, "default_onnx", no_torch)
     assert run_main(["--no-display"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: no --model given and the bundled demo model could not be prepared as ONNX "

@@ -13,14 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from mrfs_edge.assets import DEMO_CHECKPOINT, SAMPLES
-from mrfs_edge.data import read_infrared, read_visible
-from mrfs_edge.data.pairs import Pair
-from mrfs_edge.data.preprocess import fused_to_uint8
-from mrfs_edge.evaluation import predict_labels
 from test_runtime_pipeline import raw_outputs, run_script
 from test_runtime_sources import write_video
+
+from mrfs_edge.assets import DEMO_CHECKPOINT, SAMPLES
+from mrfs_edge.evaluation import predict_labels
+from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.io.pairs import Pair
+from mrfs_edge.processing.preprocess import fused_to_uint8
 
 NAMES = ["00147D", "00508D", "00734N", "01502D"]     # sorted: the order the script writes them in
 SIXTEEN_BIT = ["00508D", "01502D"]                   # 8-bit originals spanning (nearly) 0..255

@@ -12,10 +12,21 @@ import numpy as np
 import pytest
 
 from mrfs_edge.assets import SAMPLES
-from mrfs_edge.data import read_infrared, read_visible
-from mrfs_edge.data.sources import (CaptureSource, Frame, ImageFilesSource, PairedSource, Source, infrared_from_capture,
-                                    open_pair, open_source, redact, take_pair, v4l2_settings)
-from mrfs_edge.errors import SourceError
+from mrfs_edge.core.errors import SourceError
+from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.io.sources import (
+    CaptureSource,
+    Frame,
+    ImageFilesSource,
+    PairedSource,
+    Source,
+    infrared_from_capture,
+    open_pair,
+    open_source,
+    redact,
+    take_pair,
+    v4l2_settings,
+)
 
 NAMES = ["00147D", "00508D", "00530D"]
 

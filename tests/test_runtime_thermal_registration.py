@@ -11,9 +11,16 @@ import pytest
 import yaml
 
 from mrfs_edge.assets import SAMPLES
-from mrfs_edge.data import read_infrared, read_visible, to_network_inputs
-from mrfs_edge.runtime import Registration, RegistrationError, ThermalAGC, estimate_registration, load_registration
-from mrfs_edge.runtime.cli import register_main
+from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.processing.preprocess import to_network_inputs
+from mrfs_edge.processing.registration import (
+    Registration,
+    RegistrationError,
+    estimate_registration,
+    load_registration,
+)
+from mrfs_edge.processing.thermal import ThermalAGC
+from mrfs_edge.tools.run import register_main
 
 REPO = Path(__file__).resolve().parents[1]
 

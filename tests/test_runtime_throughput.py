@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_runtime_pipeline import SlowRunner, standin_onnx
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends import open_runner
-from mrfs_edge.data.sources import open_pair
-from mrfs_edge.runtime import Pipeline, PipelineOptions, Rendered, Sink
-from mrfs_edge.runtime.cli import fps_main
+from mrfs_edge.io.sinks import Rendered, Sink
+from mrfs_edge.io.sources import open_pair
+from mrfs_edge.runtime import Pipeline, PipelineOptions
 from mrfs_edge.runtime.pipeline import STAGES
 from mrfs_edge.runtime.throughput import RepeatedPairs, measure_throughput
-from test_runtime_pipeline import SlowRunner, standin_onnx
+from mrfs_edge.tools.run import fps_main
 
 NAMES = ["00147D", "00508D", "00530D"]
 

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_tensorrt import make_tiny_onnx, tiny_contract
+from fake_tensorrt import onnx_runtime_outputs as onnx_runtime
+from fake_tensorrt import random_pair as pair
 
-from fake_tensorrt import make_tiny_onnx, onnx_runtime_outputs as onnx_runtime, random_pair as pair, tiny_contract
+from mrfs_edge.backends.machine import machine_info, tensorrt_status
 from mrfs_edge.backends.tensorrt_runner import TensorRTRunner
-from mrfs_edge.engine import EngineBuildConfig, build_engine, machine_info, tensorrt_status
+from mrfs_edge.engine import EngineBuildConfig, build_engine
 
 pytestmark = pytest.mark.tensorrt
 

@@ -9,12 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_tensorrt import (
+    RELEASES,
+    FakeCudaMemory,
+    fake_tensorrt,
+    make_tiny_onnx,
+    onnx_runtime_outputs,
+    tiny_contract,
+)
+from fake_tensorrt import random_pair as pair
 
-from fake_tensorrt import (RELEASES, FakeCudaMemory, fake_tensorrt, make_tiny_onnx, onnx_runtime_outputs,
-                           random_pair as pair, tiny_contract)
+from mrfs_edge.backends.sidecar import Machine, sidecar_path
 from mrfs_edge.backends.tensorrt_runner import TensorRTRunner
-from mrfs_edge.engine import EngineBuildConfig, Machine, build_engine, sidecar_path
-from mrfs_edge.errors import ModelFileError
+from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.engine import EngineBuildConfig, build_engine
 
 RELEASE_OF: dict[Path, str] = {}     # engine folder -> the release that built it
 

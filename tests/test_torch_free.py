@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 TORCH_FREE = ("mrfs_edge", "mrfs_edge.data", "mrfs_edge.metrics", "mrfs_edge.backends", "mrfs_edge.runtime",
-              "mrfs_edge.contract", "mrfs_edge.assets", "mrfs_edge.cli", "mrfs_edge.errors")
+              "mrfs_edge.core.contract", "mrfs_edge.assets", "mrfs_edge.core.cli", "mrfs_edge.core.errors")
 
 
 def test_runtime_packages_import_with_torch_unimportable() -> None:

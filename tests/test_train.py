@@ -12,9 +12,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from model_factory import B0_9, write_checkpoint  # noqa: E402
+
 from mrfs_edge.assets import SAMPLES  # noqa: E402
 from mrfs_edge.model import ModelConfig, load_checkpoint  # noqa: E402
-from mrfs_edge.train import MRFSLoss, TrainConfig, Trainer, balanced_class_weights, fusion_loss  # noqa: E402
+from mrfs_edge.train import (  # noqa: E402
+    MRFSLoss,
+    TrainConfig,
+    Trainer,
+    balanced_class_weights,
+    fusion_loss,
+)
 from mrfs_edge.train.__main__ import main as train_main  # noqa: E402
 
 PAIRS = ["00147D", "00734N"]

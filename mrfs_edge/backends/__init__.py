@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFileError
-from .base import Runner
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.core.errors import ModelFileError
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 # ONNX Runtime execution providers per --backend, best first; missing ones fall back to CPU.
@@ -49,8 +49,8 @@ def open_runner(path: str | os.PathLike[str], backend: str | None = None, **opti
 
 
 def _onnxruntime_runner(path: Path, backend: str, **options: Any) -> Runner:
-    from ..assets import announce
-    from .onnxruntime_runner import PROVIDER_ALIASES, OnnxRuntimeRunner
+    from mrfs_edge.backends.onnxruntime_runner import PROVIDER_ALIASES, OnnxRuntimeRunner
+    from mrfs_edge.core.log import announce
 
     wanted = ONNXRUNTIME_PROVIDERS[backend]
     runner = OnnxRuntimeRunner(path, providers=wanted, **options)
@@ -67,7 +67,7 @@ def _tensorrt_runner(path: Path, **options: Any) -> Runner:
     missing = None if importlib.util.find_spec("tensorrt") else "tensorrt"
     if missing is None:
         try:
-            from .tensorrt_runner import TensorRTRunner
+            from mrfs_edge.backends.tensorrt_runner import TensorRTRunner
 
             return TensorRTRunner(path, **options)
         except ImportError as exc:   # TensorRT present but its CUDA bindings are not

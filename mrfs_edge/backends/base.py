@@ -1,7 +1,7 @@
 """One runner interface for every backend, in the spirit of Polygraphy's runners.
 
 A runner is built from a model file, activated once (sessions, device buffers), then called
-with a feed dict of numpy arrays named as in the :class:`~mrfs_edge.contract.ModelContract`;
+with a feed dict of numpy arrays named as in the :class:`~mrfs_edge.core.contract.ModelContract`;
 it returns the outputs by name. Evaluation, calibration checks, the runtime pipeline and the
 benchmarks all talk to this interface only.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..contract import ModelContract
+from mrfs_edge.core.contract import ModelContract
 
 
 class Runner(ABC):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..errors import MrfsEdgeError
+from mrfs_edge.core.errors import MrfsEdgeError
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import ModelContract
-from ..errors import ModelFileError
-from .base import Runner
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ModelFileError
 
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider"}

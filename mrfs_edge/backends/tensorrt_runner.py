@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.sidecar import (EngineSidecar, Machine, check_engine_bytes, check_engine_compatible,
-                              read_sidecar)
-from ..engine.trt_compat import as_api, dims
-from ..errors import ModelFileError
-from .base import Runner
-from .cuda_memory import CudaMemory, open_cuda_memory
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.backends.cuda_memory import CudaMemory, open_cuda_memory
+from mrfs_edge.backends.sidecar import EngineSidecar, Machine, check_engine_bytes, check_engine_compatible, read_sidecar
+from mrfs_edge.backends.trt_compat import as_api, dims
+from mrfs_edge.core.errors import ModelFileError
 
 if TYPE_CHECKING:
     import tensorrt
@@ -50,7 +49,7 @@ class _Binding:
 class TensorRTRunner(Runner):
     """Runs ``<model>.engine`` (with its ``.json`` sidecar) on this machine's GPU.
 
-    ``trt``: the tensorrt module, a :class:`~mrfs_edge.engine.trt_compat.TrtApi` or None to import
+    ``trt``: the tensorrt module, a :class:`~mrfs_edge.backends.trt_compat.TrtApi` or None to import
     it; ``machine``: this machine (default: queried); ``memory_factory``: the CUDA layer
     (default: cuda-python or pycuda, whichever is installed). The last three exist for tests.
     """
@@ -64,7 +63,7 @@ class TensorRTRunner(Runner):
         self.sidecar: EngineSidecar = read_sidecar(self.path)
         self.api = as_api(trt)
         if machine is None:
-            from ..engine.builder import machine_info
+            from mrfs_edge.backends.machine import machine_info
 
             machine = machine_info(self.api)
         check_engine_compatible(self.sidecar, *machine)

@@ -8,8 +8,8 @@ reference is the FP32 ONNX in ONNX Runtime or saved outputs (:mod:`.reference`);
 row, exports, calibration and plots load PyTorch, onnx and matplotlib (the ``export`` extra)
 only when they run.
 """
-from .compare import compare_files, compare_reports
-from .harness import BenchConfig, BenchResult, run_benchmark
-from .modes import MODES, REFERENCE
+from mrfs_edge.bench.compare import compare_files, compare_reports
+from mrfs_edge.bench.harness import BenchConfig, BenchResult, run_benchmark
+from mrfs_edge.bench.modes import MODES, REFERENCE
 
 __all__ = ["BenchConfig", "BenchResult", "run_benchmark", "compare_files", "compare_reports", "MODES", "REFERENCE"]

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import Runner
-from ..data.pairs import Pair
-from ..data.preprocess import fused_to_uint8, padding_for
-from ..errors import DatasetError
-from ..evaluation import predict_labels
-from ..metrics import AgreementScore, SegmentationScore, fusion_metrics
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.core.errors import DatasetError
+from mrfs_edge.evaluation import predict_labels
+from mrfs_edge.io.pairs import Pair
+from mrfs_edge.metrics import AgreementScore, SegmentationScore, fusion_metrics
+from mrfs_edge.processing.preprocess import fused_to_uint8, padding_for
 
 NO_LABELS = "no ground-truth labels in the data: ground-truth metrics skipped"
 # Figures that compare a mode with the reference outputs (null, with the reason, when there are none).

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import MrfsEdgeError
-from ..utils.files import write_bytes_atomic
-from .report import SCHEMA
+from mrfs_edge.bench.report import SCHEMA
+from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.core.files import write_bytes_atomic
 
 SKIPPED_KEYS = ("reasons",)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .. import __version__
+from mrfs_edge import __version__
 
 PACKAGES = ("torch", "onnxruntime", "numpy", "onnx", "opencv-python-headless", "tensorrt")
 NOT_INSTALLED = "not installed"

@@ -20,18 +20,27 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from ..assets import DEMO_CHECKPOINT, EVAL_SPLIT, SAMPLES, announce
-from ..backends.base import Runner
-from ..data.pairs import PairFolder
-from . import environment, plots, report
-from .accuracy import ModeAccuracy, PairOutputs, network_size, run_pairs, score_mode
-from .latency import PeakMemory, device_memory_in_use, measure_latency
-from .modes import FALLBACK_REFERENCE, MODES, REFERENCE, Mode, ModelFiles
-from .reference import (HOW_TO_GET_ONE, PYTORCH_MISSING, ReferenceError, SavedReference, check_fp32_onnx,
-                        fp32_beside, save_reference, torch_installed)
+from mrfs_edge.assets import DEMO_CHECKPOINT, EVAL_SPLIT, SAMPLES
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.bench import environment, plots, report
+from mrfs_edge.bench.accuracy import ModeAccuracy, PairOutputs, network_size, run_pairs, score_mode
+from mrfs_edge.bench.latency import PeakMemory, device_memory_in_use, measure_latency
+from mrfs_edge.bench.modes import FALLBACK_REFERENCE, MODES, REFERENCE, Mode, ModelFiles
+from mrfs_edge.bench.reference import (
+    HOW_TO_GET_ONE,
+    PYTORCH_MISSING,
+    ReferenceError,
+    SavedReference,
+    check_fp32_onnx,
+    fp32_beside,
+    save_reference,
+    torch_installed,
+)
+from mrfs_edge.core.log import announce
+from mrfs_edge.io.pairs import PairFolder
 
 if TYPE_CHECKING:
-    from ..calibration.pipeline import CalibrationConfig
+    from mrfs_edge.calibration.pipeline import CalibrationConfig
 
 LATENCY_PAIRS = 8      # distinct frames cycled through by the timed runs (read once, kept in memory)
 
@@ -123,7 +132,7 @@ NO_LAYER_REPORT = "no per-layer report for this model (not a TensorRT engine, or
 def layer_counts(runner: Runner) -> dict[str, Any] | None:
     """How many engine layers run in each precision and on DLA, as TensorRT's inspector reported them.
 
-    The report is the builder's (:mod:`mrfs_edge.engine.inspector`): ``{"counts": {"INT8", "FP16",
+    The report is the builder's (:mod:`mrfs_edge.backends.trt_inspector`): ``{"counts": {"INT8", "FP16",
     "FP32", "other", "GPU", "DLA"}, "layers": [...]}``, from the runner's ``layer_report`` (the
     sidecar's) or ``<engine>.layers.json`` beside the engine. None for runners without one.
     """
@@ -240,7 +249,7 @@ class Harness:
         modes = [MODES[name] for name in plan.modes]
         trt_ok, trt_reason = True, ""
         if any(m.runtime == "tensorrt" and m.name not in plan.skipped for m in modes):
-            from ..engine import tensorrt_status
+            from mrfs_edge.backends.machine import tensorrt_status
 
             trt_ok, trt_reason = tensorrt_status()
         for mode in modes:

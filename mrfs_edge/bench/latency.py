@@ -1,7 +1,7 @@
 """Latency of one runner: model-only times, end-to-end times through the runtime's pre/post steps, memory.
 
 Each timed run is one frame (or one batch of frames) taken the way the runtime pipeline takes
-it: :func:`~mrfs_edge.data.preprocess.fit_to_model` (pre), ``runner.infer`` (model) and
+it: :func:`~mrfs_edge.processing.preprocess.fit_to_model` (pre), ``runner.infer`` (model) and
 :func:`~mrfs_edge.runtime.pipeline.restore_outputs` (post), one after the other on this thread.
 The model-only time is the runner's own ``last_inference_time``; the end-to-end time is the
 sum of the three, i.e. the latency of a frame through an idle pipeline (the threaded pipeline
@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..backends.base import Runner
-from ..data.pairs import Pair
-from ..data.preprocess import FrameFit
-from ..data.preprocess import fit_to_model
-from ..runtime.pipeline import restore_outputs
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.io.pairs import Pair
+from mrfs_edge.processing.preprocess import FrameFit, fit_to_model
+from mrfs_edge.runtime.pipeline import restore_outputs
 
 PERCENTILES = (50, 90, 99)
 

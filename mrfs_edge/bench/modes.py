@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..assets import DEMO_CHECKPOINT, DEMO_INPUT_SIZE, announce
-from ..backends.base import Runner
-from ..errors import ModelFileError
-from .reference import fp32_name, check_fp32_onnx
+from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_INPUT_SIZE
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.bench.reference import check_fp32_onnx, fp32_name
+from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.core.log import announce
 
 if TYPE_CHECKING:
-    from ..calibration.pipeline import CalibrationConfig
+    from mrfs_edge.calibration.pipeline import CalibrationConfig
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class ModelFiles:
     def open(self, mode: Mode) -> Runner:
         """A runner for ``mode`` (not activated)."""
         if mode.runtime == "pytorch":
-            from ..backends.torch_runner import TorchRunner
+            from mrfs_edge.model.torch_runner import TorchRunner
 
             return TorchRunner(self.checkpoint, self.height, self.width, self.threads, self.torch_device)
-        from ..backends import open_runner
+        from mrfs_edge.backends import open_runner
 
         path = self.path_for(mode)
         if mode.runtime == "tensorrt":
@@ -127,7 +128,7 @@ class ModelFiles:
 
     def fp16_onnx(self) -> Path:
         def make() -> Path:
-            from ..export.fp16 import convert_to_fp16
+            from mrfs_edge.export.fp16 import convert_to_fp16
 
             source = self.fp32_onnx()
             target = self.work_dir / f"{source.stem}.fp16.onnx"
@@ -144,9 +145,9 @@ class ModelFiles:
                 if not self.qdq.is_file():
                     raise ModelFileError(f"{self.qdq}: no such Q/DQ ONNX file (--qdq)")
                 return self.qdq
-            from ..assets import CALIB_SPLIT, SAMPLES
-            from ..calibration.pipeline import CalibrationConfig, calibrate
-            from ..data.pairs import PairFolder
+            from mrfs_edge.assets import CALIB_SPLIT, SAMPLES
+            from mrfs_edge.calibration.pipeline import CalibrationConfig, calibrate
+            from mrfs_edge.io.pairs import PairFolder
 
             source = self.fp32_onnx()
             target = self.work_dir / f"{source.stem}.int8.onnx"
@@ -169,10 +170,11 @@ class ModelFiles:
     def _export(self) -> Path:
         if self.onnx is not None:
             return check_fp32_onnx(self.onnx)
-        from ..export import ExportOptions, export_or_reuse
+        from mrfs_edge.core.export_options import ExportOptions
+        from mrfs_edge.export import export_or_reuse
 
         if self.max_batch == 1 and (self.height, self.width) == DEMO_INPUT_SIZE and _same_file(self.checkpoint, DEMO_CHECKPOINT):
-            from ..assets import default_onnx
+            from mrfs_edge.export.demo import default_onnx
 
             return default_onnx(self.height, self.width)
         dynamic = {"dynamic": "batch", "max_shape": (self.max_batch, self.height, self.width)} if self.max_batch > 1 else {}
@@ -187,7 +189,7 @@ class ModelFiles:
             return self.engines[mode.name]
 
         def make() -> Path:
-            from ..engine import EngineBuildConfig, build_engine
+            from mrfs_edge.engine import EngineBuildConfig, build_engine
 
             source = self.qdq_onnx() if mode.precision == "int8" else self.fp32_onnx()
             target = self.work_dir / f"{fp32_name(source.name)[:-len('.onnx')]}.{mode.precision}.engine"
@@ -202,7 +204,7 @@ def engine_modes(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
     engines: dict[str, Path] = {}
     if not paths:
         return engines
-    from ..engine import read_sidecar
+    from mrfs_edge.backends.sidecar import read_sidecar
 
     for path in map(Path, paths):
         mode = ENGINE_PRECISION_MODES[read_sidecar(path).precision]
@@ -220,7 +222,7 @@ def _reusable(derived: Path, source: Path) -> bool:
     """A graph made earlier from the same checkpoint, at least as new as its source ONNX."""
     if not derived.is_file():
         return False
-    from ..backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 
     return (derived.stat().st_mtime >= source.stat().st_mtime
             and read_onnx_contract(derived).checkpoint_sha256 == read_onnx_contract(source).checkpoint_sha256)

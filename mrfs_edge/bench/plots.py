@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from ..data.pairs import Pair
-from ..data.preprocess import fused_to_uint8
-from ..runtime.visualize import colorize
-from ..utils.files import atomic_path
-from .accuracy import PairOutputs
-from .report import first_latency
+from mrfs_edge.bench.accuracy import PairOutputs
+from mrfs_edge.bench.report import first_latency
+from mrfs_edge.core.files import atomic_path
+from mrfs_edge.io.pairs import Pair
+from mrfs_edge.processing.preprocess import fused_to_uint8
+from mrfs_edge.processing.visualize import colorize
 
 
 def _pyplot():

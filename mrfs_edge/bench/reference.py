@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import ModelContract
-from ..data.pairs import Pair
-from ..errors import ModelFileError, MrfsEdgeError
-from ..utils.files import atomic_path
-from ..utils.onnx_scan import export_stem, scan_onnx
-from . import environment
-from .accuracy import PairOutputs
+from mrfs_edge.bench import environment
+from mrfs_edge.bench.accuracy import PairOutputs
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ModelFileError, MrfsEdgeError
+from mrfs_edge.core.files import atomic_path
+from mrfs_edge.core.onnx_scan import export_stem, scan_onnx
+from mrfs_edge.io.pairs import Pair
 
 REFERENCE_SCHEMA = "mrfs_edge.bench.reference/1"
 PYTORCH_MISSING = "PyTorch not installed (the workstation's export extra: pip install '.[export]')"
@@ -69,8 +69,8 @@ def fp32_beside(engine: Path) -> tuple[Path | None, str]:
     the same ``build/`` folder that is copied to the target. It must exist beside the engine, hold
     no Q/DQ nodes and come from the engine's checkpoint.
     """
-    from ..backends.onnxruntime_runner import read_onnx_contract
-    from ..engine.sidecar import read_sidecar
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.sidecar import read_sidecar
 
     sidecar = read_sidecar(engine)
     candidate = engine.parent / fp32_name(Path(sidecar.onnx_file).name)
@@ -150,7 +150,7 @@ class SavedReference:
 
     def check_engine(self, engine: Path) -> None:
         """An engine of another checkpoint cannot be scored against these outputs."""
-        from ..engine.sidecar import read_sidecar
+        from mrfs_edge.backends.sidecar import read_sidecar
 
         sidecar = read_sidecar(engine)
         built_from = sidecar.contract.checkpoint_sha256 or sidecar.checkpoint_sha256

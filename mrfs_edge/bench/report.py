@@ -23,8 +23,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..utils.files import write_bytes_atomic
-from .modes import REFERENCE, Mode
+from mrfs_edge.bench.modes import REFERENCE, Mode
+from mrfs_edge.core.files import write_bytes_atomic
 
 SCHEMA = "mrfs_edge.bench/1"
 FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers")

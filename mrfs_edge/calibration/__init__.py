@@ -1,5 +1,5 @@
 """INT8 calibration: calibration sets, explicit Q/DQ (ModelOpt / ONNX Runtime), sensitivity and
 mixed precision, and TensorRT 8.x implicit calibrators."""
-from .dataset import CalibrationSet, select_pairs
+from mrfs_edge.calibration.dataset import CalibrationSet, select_pairs
 
 __all__ = ["CalibrationSet", "select_pairs"]

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..contract import ModelContract
-from ..data.pairs import PairFolder
-from ..data.preprocess import fit_to_model
-from ..runtime.thermal import ThermalAGC
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.io.pairs import PairFolder
+from mrfs_edge.processing.preprocess import fit_to_model
+from mrfs_edge.processing.thermal import ThermalAGC
 
 _DAY = re.compile(r"(day|D$)", re.IGNORECASE)
 _NIGHT = re.compile(r"(night|N$)", re.IGNORECASE)

@@ -16,15 +16,29 @@ from typing import Any
 import onnx
 from tqdm import tqdm
 
-from ..backends.onnxruntime_runner import read_onnx_contract
-from ..contract import ModelContract
-from ..data.pairs import PairFolder
-from ..errors import ExportError
-from ..utils.files import atomic_path, write_json_atomic
-from .dataset import CalibrationSet
-from .qdq import (modelopt_available, quantize_modelopt, quantize_ort, quantized_nodes, save_with_metadata,
-                  strip_qdq, trt_rule_violations, weighted_nodes)
-from .sensitivity import Budget, QuantEvaluator, group_sensitivity, node_macs, select_mixed_precision
+from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+from mrfs_edge.calibration.dataset import CalibrationSet
+from mrfs_edge.calibration.qdq import (
+    modelopt_available,
+    quantize_modelopt,
+    quantize_ort,
+    quantized_nodes,
+    save_with_metadata,
+    strip_qdq,
+    trt_rule_violations,
+    weighted_nodes,
+)
+from mrfs_edge.calibration.sensitivity import (
+    Budget,
+    QuantEvaluator,
+    group_sensitivity,
+    node_macs,
+    select_mixed_precision,
+)
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ExportError
+from mrfs_edge.core.files import atomic_path, write_json_atomic
+from mrfs_edge.io.pairs import PairFolder
 
 
 @dataclass

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .dataset import CalibrationSet
-from .options import CALIBRATION_METHODS
+from mrfs_edge.calibration.dataset import CalibrationSet
+from mrfs_edge.calibration.options import CALIBRATION_METHODS
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 

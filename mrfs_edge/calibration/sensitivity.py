@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..metrics.agreement import AgreementScore
-from .options import Budget
-from .qdq import QUANTIZED_OP_TYPES, strip_qdq
+from mrfs_edge.calibration.options import Budget
+from mrfs_edge.calibration.qdq import QUANTIZED_OP_TYPES, strip_qdq
+from mrfs_edge.metrics.agreement import AgreementScore
 
 _GROUP_RULES: tuple[tuple[str, Callable[[re.Match[str]], str]], ...] = (
     (r"backbone/extra_patch_embed(\d)", lambda m: f"infrared patch-embed {m[1]}"),

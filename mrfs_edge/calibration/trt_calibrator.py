@@ -13,7 +13,7 @@ does not need the calibration images.
 
 TensorRT's calibrator classes are pybind11 types that exist only with TensorRT, so
 :func:`make_calibrator` derives the concrete class at run time from the one
-:meth:`~mrfs_edge.engine.trt_compat.TrtApi.calibrator_base` picks.
+:meth:`~mrfs_edge.backends.trt_compat.TrtApi.calibrator_base` picks.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.cuda_memory import CudaMemory, open_cuda_memory
-from ..engine.sidecar import CalibrationInfo
-from ..engine.trt_compat import TrtApi
-from ..utils.files import write_bytes_atomic, write_json_atomic
+from mrfs_edge.backends.cuda_memory import CudaMemory, open_cuda_memory
+from mrfs_edge.backends.sidecar import CalibrationInfo
+from mrfs_edge.backends.trt_compat import TrtApi
+from mrfs_edge.core.files import write_bytes_atomic, write_json_atomic
 
 Feed = typing.Mapping[str, np.ndarray]   # typing's: collections.abc's is not subscriptable on 3.8
 

@@ -18,15 +18,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__ as TOOLKIT_VERSION
-from ..backends.cuda_memory import CudaError, gpu_properties
-from ..contract import ModelContract
-from ..errors import ExportError
-from ..utils.files import sha256_file, write_bytes_atomic
-from . import trt_compat as compat
-from .inspector import parse_engine_information, pins_not_held, summary_line, write_layer_report
-from .pins import select_fp32_layers
-from .sidecar import EngineSidecar, Machine, sm, write_sidecar
+from mrfs_edge import __version__ as TOOLKIT_VERSION
+from mrfs_edge.backends import trt_compat as compat
+from mrfs_edge.backends.machine import machine_info
+from mrfs_edge.backends.sidecar import EngineSidecar, Machine, write_sidecar
+from mrfs_edge.backends.trt_inspector import parse_engine_information, pins_not_held, summary_line, write_layer_report
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ExportError
+from mrfs_edge.core.files import sha256_file, write_bytes_atomic
+from mrfs_edge.engine.pins import select_fp32_layers
 
 if TYPE_CHECKING:
     import tensorrt
@@ -99,7 +99,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     api = compat.as_api(trt)
     if contract is None:
-        from ..backends.onnxruntime_runner import read_onnx_contract
+        from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 
         contract = read_onnx_contract(onnx_path)
     machine = machine or machine_info(api)
@@ -302,25 +302,3 @@ def _profile_ranges(network: tensorrt.INetworkDefinition, contract: ModelContrac
     width = _dim_range(contract, "width", contract.width)
     low, opt, high = (contract.input_shapes(batch[i], height[i], width[i]) for i in range(3))
     return {name: (low[name], opt[name], high[name]) for name in dynamic}
-
-
-def machine_info(trt: Any = None) -> Machine:
-    """This machine's TensorRT version, GPU name and compute capability (via cuda-python or pycuda)."""
-    api = compat.as_api(trt)
-    gpu_name, capability = gpu_properties()
-    return Machine(api.version_text, gpu_name, capability)
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """Whether engines can be built and run here, and a one-line reason or description."""
-    try:
-        api = compat.TrtApi()
-    except (ImportError, OSError) as exc:
-        return False, f"TensorRT not installed ({exc}); on Jetson it ships with JetPack (python3-libnvinfer)"
-    try:
-        gpu_name, capability = gpu_properties()
-    except CudaError as exc:
-        return False, str(exc)
-    except Exception as exc:  # driver-level failures surface as each library's own error type
-        return False, f"no CUDA GPU visible ({exc})"
-    return True, f"TensorRT {api.version_text} on {gpu_name} ({sm(capability)})"

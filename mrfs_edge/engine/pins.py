@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .trt_compat import TrtApi
+from mrfs_edge.backends.trt_compat import TrtApi
 
 if TYPE_CHECKING:
     import tensorrt

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import onnx
 
-from ..backends.onnxruntime_runner import read_onnx_contract
-from ..utils.files import atomic_path
+from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+from mrfs_edge.core.files import atomic_path
 
 
 def convert_to_fp16(fp32_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:

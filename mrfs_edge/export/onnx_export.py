@@ -16,17 +16,18 @@ from pathlib import Path
 import onnx
 import torch
 
-from .. import __version__
-from ..contract import ModelContract
-from ..errors import ExportError
-from ..model.checkpoint import load_checkpoint
-from ..model.network import MRFS
-from ..utils.files import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
-from .options import ExportOptions
-from .parity import ParityResult, check_parity
-from .precision import fp16_sensitive_nodes
-from .trt_support import CompatReport, compatibility_report
-from .wrapper import DeployWrapper, decompose_layernorm
+from mrfs_edge import __version__
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ExportError
+from mrfs_edge.core.export_options import ExportOptions
+from mrfs_edge.core.files import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+from mrfs_edge.export.parity import ParityResult, check_parity
+from mrfs_edge.export.precision import fp16_sensitive_nodes
+from mrfs_edge.export.trt_support import CompatReport, compatibility_report
+from mrfs_edge.export.wrapper import DeployWrapper, decompose_layernorm
+from mrfs_edge.model.checkpoint import load_checkpoint
+from mrfs_edge.model.contract import build_contract
+from mrfs_edge.model.network import MRFS
 
 
 @dataclass
@@ -37,16 +38,6 @@ class ExportResult:
     report: CompatReport
     export_seconds: float
     size_bytes: int
-
-
-def build_contract(model: MRFS, options: ExportOptions, checkpoint_sha256: str) -> ModelContract:
-    cfg = model.config
-    return ModelContract(
-        backbone=cfg.backbone, num_classes=cfg.num_classes, decoder_embed_dim=cfg.decoder_embed_dim,
-        height=options.height, width=options.width, batch=options.batch, uint8_io=options.uint8_io,
-        seg_output=options.seg_output, ir_channels=options.ir_channels, dynamic=options.profile(),
-        checkpoint_sha256=checkpoint_sha256, toolkit_version=__version__, opset=options.opset,
-        trt_compat=options.trt_compat)
 
 
 def _dummy_inputs(contract: ModelContract) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +153,7 @@ def export_or_reuse(checkpoint: str | os.PathLike[str], output: str | os.PathLik
     Callers name ``output`` after the export options, so a file there made from a checkpoint
     with the same SHA-256 is the same export; re-tracing and re-checking it would only cost time.
     """
-    from ..backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 
     output = Path(output)
     if output.is_file() and read_onnx_contract(output).checkpoint_sha256 == sha256_file(checkpoint):

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..assets import EVAL_SPLIT, SAMPLES
-from ..backends.onnxruntime_runner import OnnxRuntimeRunner
-from ..contract import ModelContract
-from ..data.pairs import PairFolder
-from ..metrics.agreement import AgreementScore
-from ..model.network import MRFS
-from .options import ExportOptions
+from mrfs_edge.assets import EVAL_SPLIT, SAMPLES
+from mrfs_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.export_options import ExportOptions
+from mrfs_edge.io.pairs import PairFolder
+from mrfs_edge.metrics.agreement import AgreementScore
+from mrfs_edge.model.network import MRFS
 
 
 @dataclass

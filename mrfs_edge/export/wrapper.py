@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..model.network import MRFS
+from mrfs_edge.model.network import MRFS
 
 
 class PrimitiveLayerNorm(nn.Module):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fusion import psnr_from_mse, ssim
+from mrfs_edge.metrics.fusion import psnr_from_mse, ssim
 
 
 def _labels(seg: np.ndarray) -> np.ndarray:

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from ..utils.files import atomic_path
-from .network import MRFS
-from .variants import ModelConfig, UnsupportedVariantError, variant_from_shapes
+from mrfs_edge.core.errors import CheckpointError
+from mrfs_edge.core.files import atomic_path
+from mrfs_edge.model.network import MRFS
+from mrfs_edge.model.variants import ModelConfig, UnsupportedVariantError, variant_from_shapes
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL_2_PLUS = b"\x80"

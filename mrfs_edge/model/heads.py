@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .mit import map_to_tokens, tokens_to_map
-from .variants import FUSION_HEAD_WIDTH
+from mrfs_edge.model.mit import map_to_tokens, tokens_to_map
+from mrfs_edge.model.variants import FUSION_HEAD_WIDTH
 
 
 def resize(x: Tensor, size: Sequence[int]) -> Tensor:

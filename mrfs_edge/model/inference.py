@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .network import MRFS
+from mrfs_edge.model.network import MRFS
 
 
 def torch_infer_fn(model: MRFS, device: str | torch.device = "cpu"):

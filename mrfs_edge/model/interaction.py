@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .mit import ReducedKeyValueAttention, map_to_tokens, multi_head_attention, tokens_to_map
+from mrfs_edge.model.mit import ReducedKeyValueAttention, map_to_tokens, multi_head_attention, tokens_to_map
 
 
 class ChannelGate(nn.Module):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .heads import FusionHead, SegFormerHead, resize
-from .interaction import IGMAttention, PCAttention
-from .mit import BLOCK_LN_EPS, OverlapPatchEmbed, TransformerBlock, init_weights, tokens_to_map
-from .variants import EncoderVariant, ModelConfig
+from mrfs_edge.model.heads import FusionHead, SegFormerHead, resize
+from mrfs_edge.model.interaction import IGMAttention, PCAttention
+from mrfs_edge.model.mit import BLOCK_LN_EPS, OverlapPatchEmbed, TransformerBlock, init_weights, tokens_to_map
+from mrfs_edge.model.variants import EncoderVariant, ModelConfig
 
 
 class DualMiTEncoder(nn.Module):

@@ -27,16 +27,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..backends.base import Runner
-from ..contract import ModelContract
-from ..data.preprocess import FrameFit, fit_to_model
-from ..data.sources import Frame, PairedSource, redact, report
-from ..errors import SourceError
-from ..utils.files import write_json_atomic
-from .registration import Registration
-from .sinks import Rendered, Sink
-from .thermal import ThermalAGC
-from .visualize import composite, fused_to_rgb
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import SourceError
+from mrfs_edge.core.files import write_json_atomic
+from mrfs_edge.io.sinks import Rendered, Sink
+from mrfs_edge.io.sources import Frame, PairedSource, redact, report
+from mrfs_edge.processing.preprocess import FrameFit, fit_to_model
+from mrfs_edge.processing.registration import Registration
+from mrfs_edge.processing.thermal import ThermalAGC
+from mrfs_edge.processing.visualize import composite, fused_to_rgb
 
 STAGES = ("capture", "preprocess", "model", "postprocess", "output")
 

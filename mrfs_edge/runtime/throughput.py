@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Runner
-from ..data.sources import Frame, PairedSource, redact
-from ..errors import SourceError
-from .pipeline import STAGES, Pipeline, PipelineOptions
+from mrfs_edge.backends.base import Runner
+from mrfs_edge.core.errors import SourceError
+from mrfs_edge.io.sources import Frame, PairedSource, redact
+from mrfs_edge.runtime.pipeline import STAGES, Pipeline, PipelineOptions
 
 # Distinct frames prepared for the model-only loop: inference time does not depend on the
 # pixels, and each 480×640 float feed holds ~5 MB, so a long video is not held in memory.

@@ -7,9 +7,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import MrfsEdgeError
-from ..model.checkpoint import load_checkpoint, save_checkpoint
-from .loop import TrainConfig, Trainer
+from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.model.checkpoint import load_checkpoint, save_checkpoint
+from mrfs_edge.train.loop import TrainConfig, Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:

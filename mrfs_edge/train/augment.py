@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..data.pairs import Pair
+from mrfs_edge.io.pairs import Pair
 
 IGNORE_LABEL = 255
 

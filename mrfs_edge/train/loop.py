@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..classes import class_names_for
-from ..data.pairs import Pair, PairFolder
-from ..evaluation import evaluate_segmentation
-from ..model.checkpoint import build_from_state_dict, read_state_dict, save_checkpoint
-from ..model.inference import torch_infer_fn
-from ..model.network import MRFS
-from ..model.variants import ModelConfig
-from .augment import AugmentConfig, augment
-from .loss import MRFSLoss, balanced_class_weights
+from mrfs_edge.core.classes import class_names_for
+from mrfs_edge.evaluation import evaluate_segmentation
+from mrfs_edge.io.pairs import Pair, PairFolder
+from mrfs_edge.model.checkpoint import build_from_state_dict, read_state_dict, save_checkpoint
+from mrfs_edge.model.inference import torch_infer_fn
+from mrfs_edge.model.network import MRFS
+from mrfs_edge.model.variants import ModelConfig
+from mrfs_edge.train.augment import AugmentConfig, augment
+from mrfs_edge.train.loss import MRFSLoss, balanced_class_weights
 
 
 @dataclass

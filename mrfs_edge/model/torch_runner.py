@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner
+from mrfs_edge.backends.base import Runner
 
 
 class TorchRunner(Runner):
@@ -30,9 +30,10 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: str | os.PathLike[str], height: int = 480, width: int = 640,
                  threads: int = 0, device: str = "cpu") -> None:
-        from ..export import ExportOptions, build_contract
-        from ..model import load_checkpoint
-        from ..utils.files import sha256_file
+        from mrfs_edge.core.export_options import ExportOptions
+        from mrfs_edge.core.files import sha256_file
+        from mrfs_edge.model import load_checkpoint
+        from mrfs_edge.model.contract import build_contract
 
         self.path = Path(checkpoint)
         self.threads = threads
@@ -45,7 +46,7 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from ..model.inference import torch_infer_fn
+        from mrfs_edge.model.inference import torch_infer_fn
 
         if self.threads:
             torch.set_num_threads(self.threads)

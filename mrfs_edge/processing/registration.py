@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import yaml
 
-from ..errors import MrfsEdgeError
-from ..utils.files import write_bytes_atomic
+from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.core.files import write_bytes_atomic
 
 KINDS = {"homography": (3, 3), "affine": (2, 3)}
 MIN_POINTS = {"homography": 4, "affine": 3}

@@ -2,7 +2,7 @@
 
 A TensorRT engine is a GPU- and release-specific binary with no room for our metadata, so the
 builder writes this file beside it (``model.engine`` → ``model.engine.json``) and every runner
-reads it first. It carries the full :class:`~mrfs_edge.contract.ModelContract`, the build
+reads it first. It carries the full :class:`~mrfs_edge.core.contract.ModelContract`, the build
 settings, provenance hashes, and the machine the engine was built for.
 
 Portability rule (``check_engine_compatible``): an engine runs only where
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..contract import ModelContract
-from ..errors import ModelFileError
-from ..utils.files import write_json_atomic
+from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.core.files import write_json_atomic
 
 REBUILD_COMMAND = "python export/build_engine.py --onnx {onnx} --{precision}"
 
@@ -83,7 +83,7 @@ class EngineSidecar:
         """One line: layers per precision and on DLA, as the engine inspector reported them."""
         if not self.layers:
             return "per-layer report: none (engine built before the inspector report)"
-        from .inspector import summary_line
+        from mrfs_edge.backends.trt_inspector import summary_line
 
         return summary_line(self.layers)
 

@@ -24,14 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..assets import announce, checkpoint_or_default
-from ..calibration.cli import add_calibration_arguments, config_from_args, eval_folder_from_args, folders_from_args
-from ..cli import run_cli
-from ..errors import ExportError, needs_extra
-from ..export.cli import add_export_arguments, default_onnx_name, options_from_args
-from ..utils.files import write_json_atomic
-from ..utils.onnx_scan import export_stem, scan_onnx
-from .builder import PRECISIONS, EngineBuildConfig
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.errors import ExportError, needs_extra
+from mrfs_edge.core.files import write_json_atomic
+from mrfs_edge.core.log import announce
+from mrfs_edge.core.onnx_scan import export_stem, scan_onnx
+from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
+from mrfs_edge.tools.calibrate import (
+    add_calibration_arguments,
+    config_from_args,
+    eval_folder_from_args,
+    folders_from_args,
+)
+from mrfs_edge.tools.defaults import checkpoint_or_default
+from mrfs_edge.tools.export_onnx import add_export_arguments, default_onnx_name, options_from_args
 
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
 
@@ -75,7 +81,7 @@ def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
             raise ExportError(f"{path}: no such ONNX file")
         return path
     with needs_extra("exporting a checkpoint (no --onnx given)"):
-        from ..export import export_or_reuse
+        from mrfs_edge.export import export_or_reuse
 
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
@@ -87,13 +93,13 @@ def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
 
 def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write the FP16 graph with its pins and measure it against FP32 on the held-out pairs."""
-    from ..backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 
     with needs_extra("FP16 conversion"):
         import onnx
 
-        from ..calibration.pipeline import held_out_agreement
-        from ..export.fp16 import convert_to_fp16
+        from mrfs_edge.calibration.pipeline import held_out_agreement
+        from mrfs_edge.export.fp16 import convert_to_fp16
 
         half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")  # onnxconverter_common
     contract = read_onnx_contract(fp32_path)
@@ -107,7 +113,7 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """Calibrate on the CPU and write the mixed-precision Q/DQ graph; its summary's figures."""
     with needs_extra("INT8 calibration"):
-        from ..calibration.pipeline import calibrate
+        from mrfs_edge.calibration.pipeline import calibrate
 
     calib, evaluation = folders_from_args(args)
     artifacts = calibrate(fp32_path, output_dir, calib, config_from_args(args), evaluation, log=announce)
@@ -135,11 +141,11 @@ def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path
 
 def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output_dir: Path) -> dict[str, Any]:
     """Build with TensorRT; for implicit INT8 feed TensorRT's calibrator from the calibration pairs."""
-    from ..backends.onnxruntime_runner import read_onnx_contract
-    from ..calibration.dataset import CalibrationSet
-    from ..calibration.trt_calibrator import make_calibrator
-    from .builder import build_engine
-    from .trt_compat import TrtApi
+    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.trt_compat import TrtApi
+    from mrfs_edge.calibration.dataset import CalibrationSet
+    from mrfs_edge.calibration.trt_calibrator import make_calibrator
+    from mrfs_edge.engine.builder import build_engine
 
     calibrator = None
     if args.quant == "implicit" and args.precision in ("int8", "best"):
@@ -165,7 +171,7 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .builder import tensorrt_status
+    from mrfs_edge.backends.machine import tensorrt_status
 
     started = time.perf_counter()
     output_dir = Path(args.output_dir)

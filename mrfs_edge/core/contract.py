@@ -10,9 +10,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .classes import class_names_for, palette_for
+from mrfs_edge.core.classes import class_names_for, palette_for
 
-METADATA_KEY = "mrfs_edge.contract"
+METADATA_KEY = "mrfs_edge.core.contract"
 
 PREPROCESSING = ("visible: RGB (OpenCV BGR flipped), /255, no mean/std; infrared: 8-bit grey, /255, "
                  "replicated to 3 channels inside the graph; frames zero-padded (centred) to a multiple of 32")
@@ -81,7 +81,7 @@ class ModelContract:
     def metadata(self) -> dict[str, str]:
         """``metadata_props`` entries: the full contract plus a few human-readable keys."""
         return {METADATA_KEY: self.to_json(), "mrfs_edge.variant": self.backbone,
-                "mrfs_edge.classes": ",".join(self.class_names),
+                "mrfs_edge.core.classes": ",".join(self.class_names),
                 "mrfs_edge.input_size": f"{self.height}x{self.width}",
                 "mrfs_edge.preprocessing": self.preprocessing,
                 "mrfs_edge.checkpoint_sha256": self.checkpoint_sha256,
@@ -89,7 +89,7 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> "ModelContract":
-        from .errors import ModelFileError
+        from mrfs_edge.core.errors import ModelFileError
 
         if METADATA_KEY not in metadata:
             raise ModelFileError(f"{source}: no mrfs-edge metadata ({METADATA_KEY}); "

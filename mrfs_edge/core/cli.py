@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from .errors import MrfsEdgeError
+from mrfs_edge.core.errors import MrfsEdgeError
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ One source is one stream (visible or infrared). URIs:
 * ``rtsp://host/stream`` – a network stream.
 
 Visible frames come out as RGB ``H×W×3`` uint8; infrared frames as grey ``H×W`` and keep a
-16-bit sensor's depth (thermal gain control happens later, once, in :mod:`mrfs_edge.runtime.thermal`).
+16-bit sensor's depth (thermal gain control happens later, once, in :mod:`mrfs_edge.processing.thermal`).
 Live sources stamp frames with the monotonic clock at capture and reconnect with backoff when
 a camera drops out; file sources simply end.
 """
@@ -31,8 +31,8 @@ from urllib.parse import parse_qsl
 import cv2
 import numpy as np
 
-from ..errors import SourceError
-from .images import IMAGE_EXTENSIONS, read_infrared, read_visible
+from mrfs_edge.core.errors import SourceError
+from mrfs_edge.io.images import IMAGE_EXTENSIONS, read_infrared, read_visible
 
 _S = TypeVar("_S", bound="Source")  # typing.Self is 3.11+: JetPack 5/6 run 3.8/3.10
 
@@ -56,7 +56,7 @@ class Frame:
 
 def report(message: str) -> None:
     """Runtime notices (reconnects, skipped outputs) share the toolkit's one-line stderr style."""
-    from ..assets import announce
+    from mrfs_edge.core.log import announce
 
     announce(message)
 
@@ -420,7 +420,7 @@ class PairedSource:
     """Visible/infrared frame pairs from two sources.
 
     Files and folders pair by position (folders on both sides: by file stem, as
-    :class:`~mrfs_edge.data.pairs.PairFolder` does); live sources pair by capture time within
+    :class:`~mrfs_edge.io.pairs.PairFolder` does); live sources pair by capture time within
     ``tolerance_s``, each read in its own thread so one slow camera does not stall the other.
     """
 

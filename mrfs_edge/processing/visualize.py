@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..data.preprocess import fused_to_uint8
+from mrfs_edge.processing.preprocess import fused_to_uint8
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 LEGEND_ROW = 22

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ImageError
+from mrfs_edge.core.errors import ImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -66,7 +66,7 @@ def read_label(path: str | os.PathLike[str]) -> np.ndarray:
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray, rgb: bool = True) -> None:
     """Write an image atomically (temporary name, then rename); RGB input is converted to BGR."""
-    from ..utils.files import write_bytes_atomic
+    from mrfs_edge.core.files import write_bytes_atomic
 
     path = Path(path)
     if rgb and image.ndim == 3:

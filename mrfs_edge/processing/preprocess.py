@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..contract import ModelContract
+from mrfs_edge.core.contract import ModelContract
 
 STRIDE = 32
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..assets import checkpoint_or_default
-from ..cli import run_cli
-from .options import DYNAMIC_CHOICES, ExportOptions, parse_shape
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.export_options import DYNAMIC_CHOICES, ExportOptions, parse_shape
+from mrfs_edge.tools.defaults import checkpoint_or_default
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     add_export_arguments(p)
     p.add_argument("--output", help="ONNX path (default: build/<checkpoint>_<H>x<W>[...].onnx)")
     args = p.parse_args(argv)
-    from ..errors import needs_extra
+    from mrfs_edge.core.errors import needs_extra
 
     with needs_extra("ONNX export"):
-        from .onnx_export import export_onnx  # imports torch: after argument errors are reported
+        from mrfs_edge.export.onnx_export import export_onnx  # imports torch: after argument errors are reported
 
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ..utils.files import write_json_atomic
+from mrfs_edge.core.files import write_json_atomic
 
 PRECISIONS = (("INT8", ("int8",)), ("FP16", ("fp16", "half")), ("FP32", ("fp32", "float")))
 ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")

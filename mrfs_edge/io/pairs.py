@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Sequence  # subscripted as a base class: collections.abc's is not on 3.8
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence  # subscripted as a base class: collections.abc's is not on 3.8
 
 import numpy as np
 
-from ..errors import DatasetError, ImageError
-from .images import IMAGE_EXTENSIONS, read_infrared, read_label, read_visible
+from mrfs_edge.core.errors import DatasetError, ImageError
+from mrfs_edge.io.images import IMAGE_EXTENSIONS, read_infrared, read_label, read_visible
 
 LAYOUTS: dict[str, tuple[str, str, str]] = {
     "msrs": ("vi", "ir", "label"),

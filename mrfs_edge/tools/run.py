@@ -13,9 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from .. import assets
-from ..cli import run_cli
-from ..errors import MrfsEdgeError
+from mrfs_edge import assets
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.core.log import announce
+from mrfs_edge.export import demo
 
 RUNS = Path("runs") / "runtime"
 JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
@@ -35,7 +37,7 @@ class Main(Protocol):
 
 
 def guarded(main: Callable[[Sequence[str] | None], int]) -> Main:
-    """The toolkit's :func:`~mrfs_edge.cli.run_cli`, plus one line for unexpected errors too.
+    """The toolkit's :func:`~mrfs_edge.core.cli.run_cli`, plus one line for unexpected errors too.
 
     On a vehicle even an OpenCV or ONNX Runtime internal error must not end in a traceback.
     """
@@ -59,7 +61,7 @@ class OneLineParser(argparse.ArgumentParser):
 # --- run -------------------------------------------------------------------------------------
 
 def run_parser() -> argparse.ArgumentParser:
-    from ..backends import BACKENDS
+    from mrfs_edge.backends import BACKENDS
 
     parser = OneLineParser(
         prog="runtime/run.py",
@@ -101,13 +103,9 @@ def _quiet_opencv() -> None:
 
 
 def _default_model() -> Path:
-    """The bundled demo model as ONNX (``assets.default_onnx``, which says which file; torch only on first use)."""
-    make = getattr(assets, "default_onnx", None)
-    if make is None:
-        raise MrfsEdgeError("no --model given and this checkout has no mrfs_edge.assets.default_onnx(); "
-                            "pass --model PATH.onnx")
+    """The bundled demo model as ONNX (``demo.default_onnx``, which says which file; torch only on first use)."""
     try:
-        return Path(make())
+        return Path(demo.default_onnx())
     except MrfsEdgeError:
         raise
     except Exception as exc:
@@ -122,19 +120,19 @@ def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
         raise MrfsEdgeError(f"--{'infrared' if args.visible else 'visible'} is required with "
                             f"--{'visible' if args.visible else 'infrared'}")
     visible, infrared = assets.SAMPLES / "vi", assets.SAMPLES / "ir"
-    assets.announce(f"no --visible/--infrared given: using the bundled sample pairs ({visible}, {infrared})")
+    announce(f"no --visible/--infrared given: using the bundled sample pairs ({visible}, {infrared})")
     return str(visible), str(infrared)
 
 
 @guarded
 def run_main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not at the top, so register.py and --help never load ONNX Runtime.
-    from ..backends import ENGINE_SUFFIXES, open_runner
-    from ..data.sources import open_pair
-    from .pipeline import Pipeline, PipelineOptions
-    from .registration import load_registration
-    from .sinks import ImageFolderSink, display_available, open_sinks
-    from .thermal import ThermalAGC
+    from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
+    from mrfs_edge.io.sinks import ImageFolderSink, display_available, open_sinks
+    from mrfs_edge.io.sources import open_pair
+    from mrfs_edge.processing.registration import load_registration
+    from mrfs_edge.processing.thermal import ThermalAGC
+    from mrfs_edge.runtime.pipeline import Pipeline, PipelineOptions
 
     args = run_parser().parse_args(argv)
     _quiet_opencv()
@@ -149,7 +147,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     runner = open_runner(model, args.backend, **options)
     describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
     if describe is not None:
-        assets.announce(describe())
+        announce(describe())
     source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -158,7 +156,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        fps=source.fps, save_raw=args.save_raw)
     if not sinks:
         sinks = [ImageFolderSink(run_dir, args.save_raw)]
-        assets.announce(f"no output to show or write: saving composites to {run_dir}/")
+        announce(f"no output to show or write: saving composites to {run_dir}/")
     log_path = Path(args.log) if args.log else run_dir / "runtime_log.json"
     pipeline = Pipeline(runner, source, sinks, thermal, registration,
                         PipelineOptions(queue_size=args.queue, max_frames=args.max_frames, log_path=log_path),
@@ -193,10 +191,10 @@ def fps_parser() -> argparse.ArgumentParser:
 
 @guarded
 def fps_main(argv: Sequence[str] | None = None) -> int:
-    from ..backends import ENGINE_SUFFIXES, open_runner
-    from ..data.sources import open_pair
-    from ..utils.files import write_json_atomic
-    from .throughput import measure_throughput
+    from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
+    from mrfs_edge.core.files import write_json_atomic
+    from mrfs_edge.io.sources import open_pair
+    from mrfs_edge.runtime.throughput import measure_throughput
 
     args = fps_parser().parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
@@ -244,7 +242,12 @@ def _size(text: str) -> tuple[int, int]:
 
 @guarded
 def register_main(argv: Sequence[str] | None = None) -> int:
-    from .registration import estimate_registration, parse_correspondence, read_correspondences, save_registration
+    from mrfs_edge.processing.registration import (
+        estimate_registration,
+        parse_correspondence,
+        read_correspondences,
+        save_registration,
+    )
 
     args = register_parser().parse_args(argv)
     pairs = [parse_correspondence(p) for p in args.points]

@@ -16,9 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..assets import checkpoint_or_default, data_or_default
-from ..cli import run_cli
-from .modes import ALIASES, MODES
+from mrfs_edge.bench.modes import ALIASES, MODES
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.tools.defaults import checkpoint_or_default, data_or_default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output_dir = Path(args.output_dir)
     if args.compare:
-        from .compare import compare_files
+        from mrfs_edge.bench.compare import compare_files
 
         print(compare_files(*args.compare, output=output_dir / "compare.md"))
         return 0
-    from .harness import BenchConfig, run_benchmark
-    from .modes import engine_modes, parse_modes
-    from .report import markdown
+    from mrfs_edge.bench.harness import BenchConfig, run_benchmark
+    from mrfs_edge.bench.modes import engine_modes, parse_modes
+    from mrfs_edge.bench.report import markdown
 
     checkpoint = checkpoint_or_default(args.checkpoint)
     if not checkpoint.is_file():

@@ -2,7 +2,9 @@
 
 Outputs are written under a temporary name beside the target and renamed only when complete,
 so an interrupted export, calibration or benchmark never leaves a half-written file that a
-later run would trust.
+later run would trust. The renamed file gets the permissions a plain ``open()`` would have given
+it (``0o666`` less the umask, or those of the file it replaces): ``mkstemp``'s private ``0o600``
+would leave engines and reports unreadable to the service user that runs them on the vehicle.
 """
 from __future__ import annotations
 
@@ -26,10 +28,33 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _mode_for(target: Path) -> int:
+    """The replaced file's permission bits, else ``0o666`` less this process's umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The umask, read without changing it where Linux allows (``os.umask`` sets as it reads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES, announce
-from ..cli import run_cli
-from ..data.pairs import PairFolder
-from .options import CALIBRATION_METHODS, Budget
+from mrfs_edge.assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES
+from mrfs_edge.calibration.options import CALIBRATION_METHODS, Budget
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.log import announce
+from mrfs_edge.io.pairs import PairFolder
 
 
 def parse_budget(text: str) -> Budget:
@@ -60,7 +61,7 @@ def folders_from_args(args: argparse.Namespace) -> tuple[PairFolder, PairFolder]
 
 
 def config_from_args(args: argparse.Namespace):
-    from .pipeline import CalibrationConfig
+    from mrfs_edge.calibration.pipeline import CalibrationConfig
 
     return CalibrationConfig(count=args.calib_count, method=args.calib_method or "percentile", quantizer=args.quantizer,
                              mixed_precision=args.mixed_precision, sensitivity_pairs=args.sensitivity_pairs,
@@ -73,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", default="build", help="where the Q/DQ model, range table and summary go")
     add_calibration_arguments(p)
     args = p.parse_args(argv)
-    from ..assets import default_onnx
-    from ..errors import needs_extra
+    from mrfs_edge.core.errors import needs_extra
+    from mrfs_edge.export.demo import default_onnx
 
     with needs_extra("INT8 calibration"):
-        from .pipeline import calibrate
+        from mrfs_edge.calibration.pipeline import calibrate
 
     onnx_path = Path(args.onnx) if args.onnx else default_onnx()
     calib, evaluation = folders_from_args(args)

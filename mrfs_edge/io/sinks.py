@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..data.images import write_image
-from ..data.sources import VIDEO_EXTENSIONS, report, strip_file_scheme
-from ..errors import MrfsEdgeError
+from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.io.images import write_image
+from mrfs_edge.io.sources import VIDEO_EXTENSIONS, report, strip_file_scheme
 
 # Codecs tried per container, first that opens wins; FFV1 in .mkv is lossless.
 VIDEO_CODECS = {".mp4": ("mp4v", "avc1"), ".m4v": ("mp4v", "avc1"), ".avi": ("MJPG", "XVID"),

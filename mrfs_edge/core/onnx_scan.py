@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, FrozenSet, Set, Tuple, Union
 
-from ..errors import ModelFileError
+from mrfs_edge.core.errors import ModelFileError
 
 FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

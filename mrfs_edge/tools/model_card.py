@@ -1,6 +1,6 @@
 """The measured part of a model card: mIoU and per-class IoU of a checkpoint on labelled sets.
 
-``python -m mrfs_edge.train.model_card --checkpoint X --card MODEL_CARD.md --set NAME=FOLDER[:SPLIT] ...``
+``python -m mrfs_edge.tools.model_card --checkpoint X --card MODEL_CARD.md --set NAME=FOLDER[:SPLIT] ...``
 re-evaluates the checkpoint and rewrites only the block between the card's result markers, so
 the prose (data, recipe, wall time) is written by a person and the figures never are. The block
 ends with the figures as JSON, which the tests read to re-check the card against the weights.
@@ -13,13 +13,13 @@ import re
 import sys
 from pathlib import Path
 
-from ..assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
-from ..classes import class_names_for
-from ..cli import run_cli
-from ..data.pairs import PairFolder
-from ..evaluation import evaluate_segmentation
-from ..metrics.segmentation import SegmentationScore
-from ..utils.files import write_bytes_atomic
+from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
+from mrfs_edge.core.classes import class_names_for
+from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.files import write_bytes_atomic
+from mrfs_edge.evaluation import evaluate_segmentation
+from mrfs_edge.io.pairs import PairFolder
+from mrfs_edge.metrics.segmentation import SegmentationScore
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
@@ -27,8 +27,8 @@ _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 
 def evaluate_checkpoint(checkpoint: str | Path, folder: PairFolder) -> SegmentationScore:
     """The authors' mIoU of ``checkpoint`` (PyTorch, CPU, FP32) over every pair of ``folder``."""
-    from ..model import load_checkpoint
-    from ..model.inference import torch_infer_fn
+    from mrfs_edge.model import load_checkpoint
+    from mrfs_edge.model.inference import torch_infer_fn
 
     model = load_checkpoint(checkpoint)
     classes = model.config.num_classes
@@ -79,7 +79,7 @@ def _parse_set(text: str) -> tuple[str, PairFolder]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mrfs_edge.train.model_card", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mrfs_edge.tools.model_card", description=__doc__)
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
     p.add_argument("--card", default=str(DEMO_MODEL_CARD))
     p.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER[:SPLIT]")

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Tuple
 
 import numpy as np
 
-from ..errors import ExportError
-from ..utils.files import write_bytes_atomic
+from mrfs_edge.core.errors import ExportError
+from mrfs_edge.core.files import write_bytes_atomic
 
 if TYPE_CHECKING:
     import tensorrt

@@ -1,1 +1,0 @@
-"""Small torch-free helpers shared across the toolkit."""
