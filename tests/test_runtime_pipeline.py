@@ -328,7 +328,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, model, capsys):
 
 
 def test_failing_default_model_is_one_line(monkeypatch, capsys):
-    import mrfs_edge.export.demo as demo
+    import mrfs_edge.deploy.demo as demo
 
     def no_torch() -> Path:
         raise ImportError("No module named 'torch'")

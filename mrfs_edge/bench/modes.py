@@ -2,9 +2,12 @@
 
 A mode is a (runtime, precision) pair. PyTorch FP32 eager is the reference every other row is
 compared with where PyTorch is installed; on a torch-free target it is the FP32 ONNX in ONNX
-Runtime or outputs saved by the workstation run (:mod:`.reference`). The ONNX files are produced on demand and reused (the FP32 export, the emulated
-FP16 graph, the calibrated Q/DQ graph), so a mode that is not asked for costs nothing, and a
-mode whose file cannot be made becomes a row of nulls with the reason instead of ending the run.
+Runtime or outputs saved by the workstation run (:mod:`.reference`). The model files are made on
+demand by the :mod:`mrfs_edge.deploy` steps (FP32 export, emulated FP16 graph, calibrated Q/DQ
+graph, engine), each reused only when the key recorded beside it matches this run's inputs and
+options exactly, so a mode that is not asked for costs nothing, a changed calibration option
+recalibrates, and a mode whose file cannot be made becomes a row of nulls with the reason instead
+of ending the run.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from mrfs_edge.backends.base import Runner
 from mrfs_edge.bench.reference import check_fp32_onnx, fp32_name
 from mrfs_edge.core.errors import ModelFileError
 from mrfs_edge.core.log import announce
+from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph, why_rebuild
 
 if TYPE_CHECKING:
     from mrfs_edge.calibration.pipeline import CalibrationConfig
@@ -128,15 +132,8 @@ class ModelFiles:
 
     def fp16_onnx(self) -> Path:
         def make() -> Path:
-            from mrfs_edge.export.fp16 import convert_to_fp16
-
             source = self.fp32_onnx()
-            target = self.work_dir / f"{source.stem}.fp16.onnx"
-            if _reusable(target, source):
-                self.log(f"reusing {target}")
-                return target
-            self.log(f"writing the emulated FP16 graph {target}")
-            return convert_to_fp16(source, target)
+            return Fp16Graph(source).run(self.work_dir / f"{source.stem}.fp16.onnx")
         return self._once("fp16", make)
 
     def qdq_onnx(self) -> Path:
@@ -146,18 +143,14 @@ class ModelFiles:
                     raise ModelFileError(f"{self.qdq}: no such Q/DQ ONNX file (--qdq)")
                 return self.qdq
             from mrfs_edge.assets import CALIB_SPLIT, SAMPLES
-            from mrfs_edge.calibration.pipeline import CalibrationConfig, calibrate
+            from mrfs_edge.calibration.pipeline import CalibrationConfig
             from mrfs_edge.io.pairs import PairFolder
 
-            source = self.fp32_onnx()
-            target = self.work_dir / f"{source.stem}.int8.onnx"
-            if _reusable(target, source):
-                self.log(f"reusing the calibrated Q/DQ model {target}")
-                return target
-            self.log(f"calibrating INT8 on the bundled calibration pairs into {self.work_dir} "
-                     "(pass --qdq to reuse a Q/DQ model instead)")
-            config = self.calibration or CalibrationConfig()
-            return calibrate(source, self.work_dir, PairFolder(SAMPLES, CALIB_SPLIT), config, None, log=self.log).qdq_onnx
+            step = QdqGraph(self.fp32_onnx(), PairFolder(SAMPLES, CALIB_SPLIT), self.calibration or CalibrationConfig())
+            if why_rebuild(step.target(self.work_dir), step.key()) is not None:
+                self.log(f"calibrating INT8 on the bundled calibration pairs into {self.work_dir} "
+                         "(pass --qdq to reuse a Q/DQ model instead)")
+            return step.run(self.work_dir).path
         return self._once("int8", make)
 
     def fp32_if_ready(self) -> tuple[Path | None, str]:
@@ -171,17 +164,16 @@ class ModelFiles:
         if self.onnx is not None:
             return check_fp32_onnx(self.onnx)
         from mrfs_edge.core.export_options import ExportOptions
-        from mrfs_edge.export import export_or_reuse
 
         if self.max_batch == 1 and (self.height, self.width) == DEMO_INPUT_SIZE and _same_file(self.checkpoint, DEMO_CHECKPOINT):
-            from mrfs_edge.export.demo import default_onnx
+            from mrfs_edge.deploy.demo import default_onnx
 
             return default_onnx(self.height, self.width)
         dynamic = {"dynamic": "batch", "max_shape": (self.max_batch, self.height, self.width)} if self.max_batch > 1 else {}
         options = ExportOptions(height=self.height, width=self.width, **dynamic)
         suffix = f"_dyn-b{self.max_batch}" if self.max_batch > 1 else ""
         target = self.work_dir / f"{self.checkpoint.stem}_{self.height}x{self.width}{suffix}.onnx"
-        return export_or_reuse(self.checkpoint, target, options, log=self.log)
+        return Fp32Onnx(self.checkpoint, options).run(target)
 
     def _engine(self, mode: Mode) -> Path:
         """A given engine, or one built now from this run's ONNX (needs TensorRT and a GPU)."""
@@ -189,12 +181,12 @@ class ModelFiles:
             return self.engines[mode.name]
 
         def make() -> Path:
-            from mrfs_edge.engine import EngineBuildConfig, build_engine
+            from mrfs_edge.backends.machine import tensorrt_status
+            from mrfs_edge.engine import EngineBuildConfig
 
             source = self.qdq_onnx() if mode.precision == "int8" else self.fp32_onnx()
             target = self.work_dir / f"{fp32_name(source.name)[:-len('.onnx')]}.{mode.precision}.engine"
-            self.log(f"building {target}")
-            build_engine(source, target, EngineBuildConfig(precision=mode.precision))
+            EngineBuild(source, EngineBuildConfig(precision=mode.precision), tensorrt_status()[1]).run(target)
             return target
         return self._once(mode.name, make)
 
@@ -216,13 +208,3 @@ def engine_modes(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
 
 def _same_file(a: Path, b: Path) -> bool:
     return a.is_file() and b.is_file() and os.path.samefile(a, b)
-
-
-def _reusable(derived: Path, source: Path) -> bool:
-    """A graph made earlier from the same checkpoint, at least as new as its source ONNX."""
-    if not derived.is_file():
-        return False
-    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
-
-    return (derived.stat().st_mtime >= source.stat().st_mtime
-            and read_onnx_contract(derived).checkpoint_sha256 == read_onnx_contract(source).checkpoint_sha256)

@@ -9,9 +9,9 @@ from typing import Any
 
 from mrfs_edge.core.export_options import ExportOptions, parse_shape
 
-_LAZY = ("ExportResult", "build_contract", "export_onnx", "export_or_reuse")
+_LAZY = ("ExportResult", "build_contract", "export_onnx")
 
-__all__ = ["ExportOptions", "ExportResult", "export_onnx", "export_or_reuse", "build_contract", "parse_shape"]
+__all__ = ["ExportOptions", "ExportResult", "export_onnx", "build_contract", "parse_shape"]
 
 
 def __getattr__(name: str) -> Any:

@@ -145,22 +145,5 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
     return ExportResult(output, contract, parity, report, export_seconds, size)
 
 
-def export_or_reuse(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], options: ExportOptions,
-                    parity_data: str | os.PathLike[str] | None = None,
-                    parity_split: str | os.PathLike[str] | None = None, log=print) -> Path:
-    """``output`` as exported earlier from the same checkpoint, or exported now.
-
-    Callers name ``output`` after the export options, so a file there made from a checkpoint
-    with the same SHA-256 is the same export; re-tracing and re-checking it would only cost time.
-    """
-    from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
-
-    output = Path(output)
-    if output.is_file() and read_onnx_contract(output).checkpoint_sha256 == sha256_file(checkpoint):
-        log(f"reusing {output} (exported earlier from the same checkpoint with the same options)")
-        return output
-    return export_onnx(checkpoint, output, options, parity_data, parity_split, log=log).path
-
-
-__all__ = ["ExportResult", "export_onnx", "export_or_reuse", "build_contract", "trace_to_onnx",
+__all__ = ["ExportResult", "export_onnx", "build_contract", "trace_to_onnx",
            "declare_output_shapes"]

@@ -2,8 +2,7 @@
 
 One command does what a deployment needs for a precision, on any machine:
 
-1. the FP32 ONNX (``--onnx``, or exported from ``--checkpoint``, by default the bundled demo model;
-   an earlier export of the same checkpoint and options is reused);
+1. the FP32 ONNX (``--onnx``, or exported from ``--checkpoint``, by default the bundled demo model);
 2. the precision's graph and its measured accuracy against FP32 on held-out pairs, in ONNX
    Runtime: ``--fp16`` writes the FP16 graph with its FP32 pins (emulated numerics), ``--int8`` /
    ``--best`` calibrate and write the mixed-precision Q/DQ graph (explicit quantisation) or
@@ -11,6 +10,10 @@ One command does what a deployment needs for a precision, on any machine:
 3. the TensorRT engine and its sidecar, when TensorRT and a GPU are present. Where they are not
    (a laptop, CI), the command says so, prints exactly what to run on the target, and still
    exits 0 unless ``--require-engine`` is given.
+
+Each file is made by a step of :mod:`mrfs_edge.deploy` and reused from an earlier run only when the
+key recorded beside it (``<file>.key.json``: input hashes, options, calibration pairs and settings,
+toolkit version) matches exactly; one log line says why a file is reused or rebuilt.
 
 Everything lands in ``--output-dir`` with a JSON summary of the figures and file names. Exit
 status: 0 done, 1 the INT8 graph misses the accuracy budget on the held-out pairs (files are still
@@ -29,6 +32,7 @@ from mrfs_edge.core.errors import ExportError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
 from mrfs_edge.core.log import announce
 from mrfs_edge.core.onnx_scan import export_stem, scan_onnx
+from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph
 from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
 from mrfs_edge.tools.calibrate import (
     add_calibration_arguments,
@@ -37,7 +41,11 @@ from mrfs_edge.tools.calibrate import (
     folders_from_args,
 )
 from mrfs_edge.tools.defaults import checkpoint_or_default
-from mrfs_edge.tools.export_onnx import add_export_arguments, default_onnx_name, options_from_args
+from mrfs_edge.tools.export_onnx import (
+    add_export_arguments,
+    default_onnx_name,
+    options_from_args,
+)
 
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
 
@@ -74,21 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
-    """The FP32 ONNX to start from: given, reused from an identical earlier export, or exported now."""
+    """The FP32 ONNX to start from: given, or the FP32 export step's (reused on an exact key match)."""
     if args.onnx:
         path = Path(args.onnx)
         if not path.is_file():
             raise ExportError(f"{path}: no such ONNX file")
         return path
-    with needs_extra("exporting a checkpoint (no --onnx given)"):
-        from mrfs_edge.export import export_or_reuse
-
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
     if not checkpoint.is_file():
         raise ExportError(f"{checkpoint}: no such checkpoint")
-    return export_or_reuse(checkpoint, output_dir / default_onnx_name(options, checkpoint).name, options,
-                           args.parity_data, args.parity_split)
+    parity = {k: Path(v) if v else None for k, v in (("parity_data", args.parity_data),
+                                                    ("parity_split", args.parity_split))}
+    return Fp32Onnx(checkpoint, options, **parity).run(output_dir / default_onnx_name(options, checkpoint).name)
 
 
 def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -99,9 +105,8 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
         import onnx
 
         from mrfs_edge.calibration.pipeline import held_out_agreement
-        from mrfs_edge.export.fp16 import convert_to_fp16
 
-        half_path = convert_to_fp16(fp32_path, output_dir / f"{fp32_path.stem}.fp16.onnx")  # onnxconverter_common
+    half_path = Fp16Graph(fp32_path).run(output_dir / f"{fp32_path.stem}.fp16.onnx")
     contract = read_onnx_contract(fp32_path)
     held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), eval_folder_from_args(args),
                                   contract, "FP16 (emulated)", announce)
@@ -111,13 +116,12 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
 
 def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """Calibrate on the CPU and write the mixed-precision Q/DQ graph; its summary's figures."""
+    """The mixed-precision Q/DQ graph calibrated on the CPU (or reused on an exact key match); its summary."""
     with needs_extra("INT8 calibration"):
-        from mrfs_edge.calibration.pipeline import calibrate
-
+        config = config_from_args(args)
     calib, evaluation = folders_from_args(args)
-    artifacts = calibrate(fp32_path, output_dir, calib, config_from_args(args), evaluation, log=announce)
-    return artifacts.qdq_onnx, artifacts.summary
+    result = QdqGraph(fp32_path, calib, config, evaluation).run(output_dir)
+    return result.path, result.summary
 
 
 def _engine_path(args: argparse.Namespace, output_dir: Path, source: Path) -> Path:
@@ -139,33 +143,38 @@ def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path
     return shlex.join(parts)
 
 
-def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output_dir: Path) -> dict[str, Any]:
-    """Build with TensorRT; for implicit INT8 feed TensorRT's calibrator from the calibration pairs."""
+def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output_dir: Path,
+           machine: str) -> dict[str, Any]:
+    """Build with TensorRT (or reuse on an exact key match); for implicit INT8 feed TensorRT's calibrator."""
     from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+    from mrfs_edge.backends.sidecar import read_sidecar
     from mrfs_edge.backends.trt_compat import TrtApi
     from mrfs_edge.calibration.dataset import CalibrationSet
     from mrfs_edge.calibration.trt_calibrator import make_calibrator
-    from mrfs_edge.engine.builder import build_engine
 
-    calibrator = None
+    calibrator, calibration_key = None, None
     if args.quant == "implicit" and args.precision in ("int8", "best"):
         method = TRT_CALIBRATORS.get(args.calib_method or "entropy")
         if method is None:
             raise ExportError(f"--calib-method {args.calib_method} has no TensorRT calibrator; use entropy or max")
         calib, _ = folders_from_args(args)
         calibration = CalibrationSet.from_folder(calib, args.calib_count, read_onnx_contract(onnx_for_engine))
+        calibration_key = {"method": method, "names": calibration.names, "sha256": calibration.fingerprint()}
         calibrator = make_calibrator(TrtApi(), calibration, output_dir / f"{engine.stem}.calib.cache", method,
-                                     fingerprint=calibration.fingerprint())
+                                     fingerprint=calibration_key["sha256"])
     config = EngineBuildConfig(precision=args.precision, quant=args.quant, workspace_mib=args.workspace,
                                dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator,
                                allow_tf32=args.tf32)
     try:
-        sidecar = build_engine(onnx_for_engine, engine, config)
+        sidecar = EngineBuild(onnx_for_engine, config, machine, calibration_key).run(engine)
     finally:
         if calibrator is not None:
             calibrator.close()
-    announce(f"wrote {engine} ({sidecar.precision}, TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name}) "
-             f"in {sidecar.build_time_s:.0f} s")
+    if sidecar is None:
+        sidecar = read_sidecar(engine)
+    else:
+        announce(f"wrote {engine} ({sidecar.precision}, TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name}) "
+                 f"in {sidecar.build_time_s:.0f} s")
     return {"path": str(engine), "sidecar": sidecar.to_dict()}
 
 
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["target_command"] = target_command(args, onnx_for_engine, engine)
     available, reason = tensorrt_status()
     if available:
-        summary["engine"] = _build(args, onnx_for_engine, engine, output_dir)
+        summary["engine"] = _build(args, onnx_for_engine, engine, output_dir, reason)
     else:
         summary["engine"] = {"path": None, "reason": reason}
         announce(f"no engine built here: {reason}")

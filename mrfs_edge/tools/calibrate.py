@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     add_calibration_arguments(p)
     args = p.parse_args(argv)
     from mrfs_edge.core.errors import needs_extra
-    from mrfs_edge.export.demo import default_onnx
+    from mrfs_edge.deploy.demo import default_onnx
 
     with needs_extra("INT8 calibration"):
         from mrfs_edge.calibration.pipeline import calibrate

@@ -17,7 +17,7 @@ from mrfs_edge import assets
 from mrfs_edge.core.cli import run_cli
 from mrfs_edge.core.errors import MrfsEdgeError
 from mrfs_edge.core.log import announce
-from mrfs_edge.export import demo
+from mrfs_edge.deploy import demo
 
 RUNS = Path("runs") / "runtime"
 JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
