@@ -1,13 +1,17 @@
 """Output sinks addressed by URI, in the spirit of jetson-utils ``videoOutput``.
 
 * ``display://0`` – an OpenCV window (skipped, with one message, where there is no display);
+* ``null://`` – counts frames and drops them: the runtime's cost without any output's;
 * ``out.mp4`` / ``out.avi`` / ``out.mkv`` – a video of the composite, written under a temporary
   name and renamed when the run ends, so a crash never leaves a truncated file that looks done;
 * ``path/to/dir`` or ``file://path/to/dir`` – one composite image per frame, plus, with
   ``save_raw``, the class-index label PNG and the fused PNG (each written atomically).
+
+URIs are parsed by :func:`mrfs_edge.io.uri.parse_uri`, the same parser the sources use.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -18,17 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mrfs_edge.core.errors import MrfsEdgeError
 from mrfs_edge.io.images import write_image
-from mrfs_edge.io.sources import VIDEO_EXTENSIONS, report, strip_file_scheme
+from mrfs_edge.io.uri import SinkError, parse_uri
+
+LOG = logging.getLogger(__name__)
 
 # Codecs tried per container, first that opens wins; FFV1 in .mkv is lossless.
 VIDEO_CODECS = {".mp4": ("mp4v", "avc1"), ".m4v": ("mp4v", "avc1"), ".avi": ("MJPG", "XVID"),
                 ".mkv": ("FFV1", "MJPG"), ".mov": ("mp4v", "MJPG")}
-
-
-class SinkError(MrfsEdgeError):
-    """An output cannot be created or written."""
 
 
 @dataclass
@@ -76,6 +77,17 @@ class DisplaySink(Sink):
 
     def close(self) -> None:
         cv2.destroyWindow(self.title)
+
+
+class NullSink(Sink):
+    """Counts frames and drops them, so a benchmark measures the pipeline without an output's cost."""
+
+    def __init__(self, uri: str = "null://") -> None:
+        self.uri = uri
+        self.frames = 0
+
+    def write(self, frame: Rendered) -> None:
+        self.frames += 1
 
 
 class VideoFileSink(Sink):
@@ -139,18 +151,20 @@ class ImageFolderSink(Sink):
 
 def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False) -> Sink | None:
     """The sink for a URI, or ``None`` for a display that cannot be shown here (said once)."""
-    if uri.startswith("display://") or uri == "display":
+    parsed = parse_uri(uri, "sink")
+    if parsed.scheme == "display":
         if display_available():
             return DisplaySink(uri)
-        report(f"{uri}: no display available here (no DISPLAY, or OpenCV without GUI); not showing frames")
+        LOG.warning("%s: no display available here (no DISPLAY, or OpenCV without GUI); not showing frames", uri)
         return None
-    scheme = uri.partition("://")[0] if "://" in uri else ""
-    if scheme not in ("", "file"):
-        raise SinkError(f"{uri}: unsupported output '{scheme}://' (use display://0, a video file or a folder)")
-    path = Path(strip_file_scheme(uri))
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return VideoFileSink(path, fps)
-    return ImageFolderSink(path, save_raw)
+    if parsed.scheme == "null":
+        return NullSink(uri)
+    codec = parsed.options.get("codec")
+    if parsed.is_video:
+        return VideoFileSink(parsed.path, fps, None if codec is None else str(codec))
+    if codec is not None:
+        raise SinkError(f"{uri}: option codec is for video files (.mp4, .avi, .mkv, ...), not an image folder")
+    return ImageFolderSink(parsed.path, save_raw)
 
 
 def open_sinks(uris: Sequence[str], fps: float = 10.0, save_raw: bool = False) -> list[Sink]:

@@ -1,0 +1,200 @@
+"""The one parser of the URIs that name frame sources and outputs, as jetson-utils' ``URI`` class.
+
+Sources (:func:`mrfs_edge.io.factory.open_source`) and sinks (:func:`mrfs_edge.io.sinks.open_sink`)
+both start from :func:`parse_uri`, so a scheme, a path rule or an option means the same on both
+sides and is checked, with a one-line error naming the URI, before any device is touched.
+
+====================================  ========  ==================================================
+form                                  role      options (query string, typed here)
+====================================  ========  ==================================================
+``dir``, ``image.png``, ``file://…``  both      sink videos: ``codec`` (FourCC, e.g. ``MJPG``)
+``clip.mp4`` (``.avi .mkv …``)        both      as above
+``v4l2:///dev/video0``, ``/dev/…``    source    ``format`` (FourCC), ``width``, ``height``, ``fps``
+``csi://0``                           source    ``width``, ``height``, ``fps`` (integer), ``flip`` 0–7
+``gst://<pipeline>``                  source    none: the pipeline is passed verbatim
+``rtsp://user:pass@host/…`` (also     source    none: the query belongs to the server
+``rtsps http https rtmp``)
+``display://0`` or ``display``        sink      none
+``null://``                           sink      none (counts frames, writes nothing)
+====================================  ========  ==================================================
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, Union
+from urllib.parse import parse_qsl
+
+from mrfs_edge.core.errors import MrfsEdgeError, SourceError
+
+Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null"]
+Role = Literal["source", "sink"]
+OptionValue = Union[int, float, str]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
+SOURCE_SCHEMES = ("file", "v4l2", "csi", "gst") + NETWORK_SCHEMES
+SINK_SCHEMES = ("file", "display", "null")
+SOURCE_HINT = "use a folder, image, video, v4l2://, csi://, gst:// or rtsp://"
+SINK_HINT = "use display://0, null://, a video file or a folder"
+NOUN = {"source": "source", "sink": "output"}
+
+
+class SinkError(MrfsEdgeError):
+    """An output cannot be created or written (defined beside the parser, which raises it first)."""
+
+
+def redact(uri: str) -> str:
+    """The URI with any password hidden, so error messages and logs never leak camera credentials."""
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _flip(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 7:
+        raise ValueError
+    return value
+
+
+def _fourcc(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9 ]{1,4}", text):
+        raise ValueError
+    return text
+
+
+# What each option's value must be, said in the error when it is not.
+_KINDS: dict[str, tuple[Callable[[str], OptionValue], str]] = {
+    "positive int": (_positive_int, "a positive integer"),
+    "positive float": (_positive_float, "a positive number"),
+    "flip": (_flip, "an nvvidconv flip-method from 0 to 7"),
+    "fourcc": (_fourcc, "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG"),
+}
+# (scheme, role) → option → kind. A scheme missing here takes no options.
+_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
+    ("v4l2", "source"): {"format": "fourcc", "width": "positive int", "height": "positive int",
+                         "fps": "positive float"},
+    ("csi", "source"): {"width": "positive int", "height": "positive int", "fps": "positive int", "flip": "flip"},
+    ("file", "sink"): {"codec": "fourcc"},
+}
+
+
+@dataclass(frozen=True, repr=False)
+class URI:
+    """One parsed source or output URI.
+
+    ``location`` is what the scheme addresses: a path (``file``), a device (``v4l2``), a sensor id
+    (``csi``), a pipeline (``gst``), the whole URL (network streams, whose query is the server's),
+    a display index (``display``) or nothing (``null``). ``options`` hold the query's typed values.
+    """
+
+    text: str
+    scheme: Scheme
+    location: str
+    options: Mapping[str, OptionValue] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __repr__(self) -> str:
+        return f"URI({self.redacted!r})"         # a logged or printed URI never shows a password
+
+    @property
+    def redacted(self) -> str:
+        """``text`` with any password replaced by ``***``: the form for logs and errors."""
+        return redact(self.text)
+
+    @property
+    def path(self) -> Path:
+        """The file or folder of a ``file`` URI."""
+        return Path(self.location)
+
+    @property
+    def is_video(self) -> bool:
+        """A ``file`` URI whose extension names a video container (else a folder or an image)."""
+        return self.scheme == "file" and self.path.suffix.lower() in VIDEO_EXTENSIONS
+
+    @property
+    def live(self) -> bool:
+        """A camera or stream (stamped at capture, reconnected), not a file replayed at its own pace."""
+        return self.scheme in ("v4l2", "csi", "gst") + NETWORK_SCHEMES
+
+
+def _split(text: str) -> tuple[str, str]:
+    """``(scheme, rest)``; bare paths are ``file``, bare ``/dev/video*`` is ``v4l2``, ``display`` a display."""
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        return scheme.lower(), rest
+    if text == "display":
+        return "display", "0"
+    if text.startswith("/dev/video"):
+        return "v4l2", text
+    return "file", text
+
+
+def _options(shown: str, scheme: str, role: Role, query: str, error: type[MrfsEdgeError]) -> dict[str, OptionValue]:
+    """The query's options, each checked by name for ``(scheme, role)`` and converted to its type."""
+    known = _OPTIONS.get((scheme, role), {})
+    options: dict[str, OptionValue] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in known:
+            listed = f"known: {', '.join(known)}" if known else "it takes none"
+            raise error(f"{shown}: unknown option '{name}' for {scheme}:// ({listed})")
+        if name in options:
+            raise error(f"{shown}: option '{name}' given twice")
+        parse, expected = _KINDS[known[name]]
+        try:
+            options[name] = parse(value)
+        except ValueError:
+            raise error(f"{shown}: option {name}={value!r} is not {expected}") from None
+    return options
+
+
+def parse_uri(text: str, role: Role) -> URI:
+    """Parse a source or output URI; :class:`SourceError` / :class:`SinkError` (one line) when wrong.
+
+    Checks the scheme against ``role`` and every option's name and value; it touches no file or
+    device, so an URI that parses may still fail to open.
+    """
+    error: type[MrfsEdgeError] = SourceError if role == "source" else SinkError
+    shown = redact(text)
+    if not text.strip():
+        raise error(f"'{text}': empty {NOUN[role]} URI")
+    scheme, rest = _split(text)
+    allowed, other = (SOURCE_SCHEMES, SINK_SCHEMES) if role == "source" else (SINK_SCHEMES, SOURCE_SCHEMES)
+    hint = SOURCE_HINT if role == "source" else SINK_HINT
+    if scheme not in allowed:
+        if scheme in other:
+            raise error(f"{shown}: '{scheme}://' names {'an output' if role == 'source' else 'a source'}, "
+                        f"not {'a source' if role == 'source' else 'an output'} ({hint})")
+        raise error(f"{shown}: unknown {NOUN[role]} scheme '{scheme}://' ({hint})")
+    if scheme in NETWORK_SCHEMES:
+        return URI(text, scheme, text)
+    if scheme == "gst":
+        if not rest.strip():
+            raise error(f"{shown}: no pipeline after gst:// (e.g. gst://videotestsrc ! videoconvert ! appsink)")
+        return URI(text, scheme, rest)
+    location, _, query = rest.partition("?")
+    options = MappingProxyType(_options(shown, scheme, role, query, error))
+    if scheme == "csi" and location and not location.isdigit():
+        raise error(f"{shown}: csi sensor id must be a number, not '{location}' (e.g. csi://0)")
+    if scheme == "v4l2" and not location:
+        raise error(f"{shown}: no device after v4l2:// (e.g. v4l2:///dev/video0)")
+    if scheme == "file" and not location:
+        raise error(f"{shown}: no path after file://")
+    if scheme == "display" and not location:
+        location = "0"
+    return URI(text, scheme, location, options)
