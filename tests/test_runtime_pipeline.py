@@ -27,8 +27,8 @@ from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import ModelFileError, SourceError
 from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.io.pairing import PairedSource, open_pair
 from mrfs_edge.io.sinks import ImageFolderSink, VideoFileSink, open_sinks
-from mrfs_edge.io.sources import PairedSource, open_pair
 from mrfs_edge.processing.preprocess import fit_to_model, to_network_inputs
 from mrfs_edge.processing.registration import Registration
 from mrfs_edge.processing.visualize import composite

@@ -13,20 +13,17 @@ import pytest
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.core.errors import SourceError
-from mrfs_edge.io.images import read_infrared, read_visible
-from mrfs_edge.io.sources import (
+from mrfs_edge.io.capture import (
     CaptureSource,
-    Frame,
     ImageFilesSource,
-    PairedSource,
-    Source,
     infrared_from_capture,
-    open_pair,
-    open_source,
-    redact,
-    take_pair,
     v4l2_settings,
 )
+from mrfs_edge.io.factory import open_source
+from mrfs_edge.io.images import read_infrared, read_visible
+from mrfs_edge.io.pairing import PairedSource, open_pair, take_pair
+from mrfs_edge.io.source import Frame, Source
+from mrfs_edge.io.uri import parse_uri, redact
 
 NAMES = ["00147D", "00508D", "00530D"]
 
@@ -166,7 +163,7 @@ def factory(*captures: FakeCapture):
     return lambda *args: queue.popleft() if queue else FakeCapture(0, opens=False)
 
 
-def test_live_source_dying_mid_stream_is_reported_and_reconnected(capsys):
+def test_live_source_dying_mid_stream_is_reported_and_reconnected(caplog):
     source = CaptureSource("v4l2:///dev/fake", target="/dev/fake", live=True, backoff_s=0.001,
                            capture_factory=factory(FakeCapture(3), FakeCapture(0, opens=False), FakeCapture(2, 100)))
     frames = []
@@ -176,8 +173,10 @@ def test_live_source_dying_mid_stream_is_reported_and_reconnected(capsys):
     assert len(frames) == 5 and source.reconnects == 1
     assert frames[3].image[0, 0, 0] == 101                      # the frames after reconnecting
     assert "gave up after 5 reconnect attempts" in one_line(exc)
-    err = capsys.readouterr().err
-    assert "reconnecting in" in err and "attempt 1/5" in err and "/dev/fake" in err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 + 5               # attempt 2/5 reconnected (1/5 did not open), then 5 gave up
+    assert "reconnecting in" in warnings[0] and "attempt 1/5" in warnings[0] and "/dev/fake" in warnings[0]
+    assert "attempt 2/5" in warnings[1] and "attempt 5/5" in warnings[-1]
 
 
 def test_file_source_ending_mid_stream_ends_cleanly():
@@ -247,10 +246,11 @@ def test_raw_thermal_layouts_become_grey_and_unknown_ones_fail():
 
 
 def test_v4l2_query_options_and_redaction():
-    settings = dict(v4l2_settings({"format": "Y16", "width": "640", "fps": "9"}))
+    settings = dict(v4l2_settings(parse_uri("v4l2:///dev/video1?format=Y16&width=640&fps=9", "source").options))
     assert settings[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"Y16 ")
     assert settings[cv2.CAP_PROP_FRAME_WIDTH] == 640 and settings[cv2.CAP_PROP_FPS] == 9
-    assert list(dict(v4l2_settings({"format": "Y16", "width": "640"})))[0] == cv2.CAP_PROP_FOURCC
+    assert list(dict(v4l2_settings(parse_uri("/dev/video1?width=640&format=Y16", "source").options)))[0] \
+        == cv2.CAP_PROP_FOURCC
     assert redact("rtsp://admin:secret@10.0.0.2/stream") == "rtsp://admin:***@10.0.0.2/stream"
     assert isinstance(open_source("/dev/video0"), CaptureSource)
     assert isinstance(open_source(str(SAMPLES / "vi")), ImageFilesSource)

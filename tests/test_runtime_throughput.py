@@ -16,8 +16,8 @@ from test_runtime_pipeline import SlowRunner, standin_onnx
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends import open_runner
+from mrfs_edge.io.pairing import open_pair
 from mrfs_edge.io.sinks import Rendered, Sink
-from mrfs_edge.io.sources import open_pair
 from mrfs_edge.runtime import Pipeline, PipelineOptions
 from mrfs_edge.runtime.pipeline import STAGES
 from mrfs_edge.runtime.throughput import RepeatedPairs, measure_throughput

@@ -31,8 +31,11 @@ from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import SourceError
 from mrfs_edge.core.files import write_json_atomic
+from mrfs_edge.core.log import announce
+from mrfs_edge.io.pairing import PairedSource
 from mrfs_edge.io.sinks import Rendered, Sink
-from mrfs_edge.io.sources import Frame, PairedSource, redact, report
+from mrfs_edge.io.source import Frame
+from mrfs_edge.io.uri import redact
 from mrfs_edge.processing.preprocess import FrameFit, fit_to_model
 from mrfs_edge.processing.registration import Registration
 from mrfs_edge.processing.thermal import ThermalAGC
@@ -422,7 +425,7 @@ class Pipeline:
 
         def handle(signum: int, _frame: object) -> None:
             restore()
-            report(f"{signal.Signals(signum).name}: stopping; finishing queued frames and closing outputs")
+            announce(f"{signal.Signals(signum).name}: stopping; finishing queued frames and closing outputs")
             self.stop("signal")
 
         for sig in previous:

@@ -26,7 +26,9 @@ import numpy as np
 
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.errors import SourceError
-from mrfs_edge.io.sources import Frame, PairedSource, redact
+from mrfs_edge.io.pairing import PairedSource
+from mrfs_edge.io.source import Frame
+from mrfs_edge.io.uri import redact
 from mrfs_edge.runtime.pipeline import STAGES, Pipeline, PipelineOptions
 
 # Distinct frames prepared for the model-only loop: inference time does not depend on the

@@ -128,8 +128,8 @@ def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
 def run_main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not at the top, so register.py and --help never load ONNX Runtime.
     from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
+    from mrfs_edge.io.pairing import open_pair
     from mrfs_edge.io.sinks import ImageFolderSink, display_available, open_sinks
-    from mrfs_edge.io.sources import open_pair
     from mrfs_edge.processing.registration import load_registration
     from mrfs_edge.processing.thermal import ThermalAGC
     from mrfs_edge.runtime.pipeline import Pipeline, PipelineOptions
@@ -193,7 +193,7 @@ def fps_parser() -> argparse.ArgumentParser:
 def fps_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
     from mrfs_edge.core.files import write_json_atomic
-    from mrfs_edge.io.sources import open_pair
+    from mrfs_edge.io.pairing import open_pair
     from mrfs_edge.runtime.throughput import measure_throughput
 
     args = fps_parser().parse_args(argv)

@@ -1,0 +1,152 @@
+"""The frame and the source base class: open, grab, release, and reconnect a live camera with backoff.
+
+One source is one stream (visible or infrared). Concrete sources are in
+:mod:`mrfs_edge.io.capture`, :func:`~mrfs_edge.io.factory.open_source` picks one for a URI, and
+:mod:`mrfs_edge.io.pairing` reads two as visible/infrared pairs. Live sources stamp frames with
+the monotonic clock at capture and reconnect with backoff when a camera drops out; file sources
+simply end.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+
+from mrfs_edge.core.errors import SourceError
+from mrfs_edge.io.uri import redact
+
+LOG = logging.getLogger(__name__)
+
+_S = TypeVar("_S", bound="Source")  # typing.Self is 3.11+: JetPack 5/6 run 3.8/3.10
+
+Stream = Literal["visible", "infrared"]
+ROLES = ("visible", "infrared")
+IMAGE_SEQUENCE_FPS = 10.0   # nominal rate of folders and single images (timestamps, output videos)
+MAX_BACKOFF_S = 8.0
+
+
+@dataclass
+class Frame:
+    """One captured image: RGB visible or grey (8/16-bit) infrared, with where it came from."""
+
+    image: np.ndarray
+    timestamp_s: float
+    index: int
+    name: str
+
+
+class Source(ABC):
+    """A stream of :class:`Frame` s; subclasses open, grab and release the device or files.
+
+    ``read()`` returns ``None`` at the end of a file source. A live source that stops
+    delivering is logged, released and reopened up to ``retries`` times with exponential
+    backoff before :class:`SourceError` ends the run.
+    """
+
+    live = False
+
+    def __init__(self, uri: str, role: Stream = "visible", retries: int = 5, backoff_s: float = 0.5) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+        self.uri, self.role = uri, role
+        self.retries, self.backoff_s = retries, backoff_s
+        self.fps = IMAGE_SEQUENCE_FPS
+        self.reconnects = 0
+        self._index = 0
+        self._opened = False
+        self._closing = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact(self.uri)!r}, role={self.role!r})"
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Open the device or files; raise :class:`SourceError` naming the URI on failure."""
+
+    @abstractmethod
+    def _grab(self) -> np.ndarray | None:
+        """The next image in the role's layout, or ``None`` when none came."""
+
+    def _release(self) -> None:
+        """Free the device; nothing by default."""
+
+    def _frame_name(self, index: int) -> str:
+        """``<stream>_<index>``, safe as a file name (sinks name their outputs after frames)."""
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.uri.partition("?")[0].rstrip("/")).stem).strip("_.")
+        return f"{stem or self.role}_{index:06d}"
+
+    def _position_s(self, index: int) -> float:
+        """Stream time of a file frame (live frames are stamped at capture instead)."""
+        return index / self.fps
+
+    def open(self: _S) -> _S:
+        """Open (again) for reading; a closed file source starts over from its first frame."""
+        if not self._opened:
+            self._closing.clear()
+            self._open()
+            self._opened = True
+            self._index = 0
+        return self
+
+    def interrupt(self) -> None:
+        """Cut a reconnect backoff short (from another thread) so a stopping run does not wait."""
+        self._closing.set()
+
+    def close(self) -> None:
+        self.interrupt()
+        if self._opened:
+            self._release()
+            self._opened = False
+
+    def read(self) -> Frame | None:
+        self.open()
+        image = self._grab()
+        if image is None and self.live:
+            image = self._reconnect()
+        if image is None:
+            return None
+        index = self._index
+        self._index += 1
+        stamp = time.monotonic() if self.live else self._position_s(index)
+        return Frame(image, stamp, index, self._frame_name(index))
+
+    def _reconnect(self) -> np.ndarray | None:
+        for attempt in range(1, self.retries + 1):
+            delay = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            LOG.warning("%s: no frame (camera disconnected?); reconnecting in %.1fs (attempt %d/%d)",
+                        redact(self.uri), delay, attempt, self.retries)
+            if self._closing.wait(delay):
+                return None
+            self._release()
+            try:
+                self._open()
+            except SourceError:
+                continue
+            image = self._grab()
+            if image is not None:
+                self.reconnects += 1
+                return image
+        if self._closing.is_set():
+            return None
+        raise SourceError(f"{redact(self.uri)}: stopped delivering frames; gave up after {self.retries} reconnect attempts")
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            while (frame := self.read()) is not None:
+                yield frame
+        finally:
+            self.close()
+
+    def __enter__(self: _S) -> _S:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
