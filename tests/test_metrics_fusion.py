@@ -1,12 +1,17 @@
-"""Fusion-quality and agreement metrics: hand-computable cases, identities and one real MSRS pair."""
+"""Fusion-quality and agreement metrics: hand-computable cases, identities, independent
+formulations, agreement with the frozen pre-change implementation on every bundled pair, and
+scikit-image (dev extra; those tests skip without it)."""
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
+import reference_fusion as frozen
 from conftest import SHARED_DATA, needs_shared
 
+from mrfs_edge.assets import SAMPLES
 from mrfs_edge.metrics import (
     AgreementScore,
     average_gradient,
@@ -34,6 +39,11 @@ from mrfs_edge.metrics import (
 MSRS = SHARED_DATA / "msrs_test_labelled"
 # Score of a perfectly preserved edge (G = 1, A = 1) under the Xydeas-Petrovic sigmoids.
 QABF_PERFECT = 0.9994 / (1 + math.exp(-15 * 0.5)) * 0.9879 / (1 + math.exp(-22 * 0.2))
+BUNDLED = sorted(path.stem for path in (SAMPLES / "vi").glob("*.png"))
+CALIB_PAIRS = (SAMPLES / "calib.txt").read_text().split()
+# Agreement with the frozen reference: relative 1e-9 (measured: at most ~3e-12, VIF's variances
+# G(x²) − μ² cancel), with an absolute floor of 1e-12 for a figure that passes near 0 (SCD).
+AGREE = {"rel": 1e-9, "abs": 1e-12, "nan_ok": True}
 
 
 @pytest.fixture
@@ -229,3 +239,49 @@ def test_all_ten_on_a_real_msrs_pair() -> None:
     blend = fusion_metrics((vis_grey + infrared) / 2, visible, infrared)
     assert all(math.isfinite(v) for v in blend.values())
     assert -2 <= blend["SCD"] <= 2 and 0 < blend["SSIM"] <= 2 and 0 < blend["Qabf"] < 1
+
+
+# --------------------------------------------------------------------------- frozen reference agreement
+
+def _bundled_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bundled visible (RGB uint8 H×W×3) and infrared (grey uint8 H×W) images of one pair."""
+    visible = cv2.cvtColor(cv2.imread(str(SAMPLES / "vi" / f"{name}.png")), cv2.COLOR_BGR2RGB)
+    return visible, cv2.imread(str(SAMPLES / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+
+
+def _assert_agrees_with_frozen(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> None:
+    fast, slow = fusion_metrics(fused, visible, infrared), frozen.fusion_metrics(fused, visible, infrared)
+    assert list(fast) == list(slow)
+    for name, value in fast.items():
+        assert value == pytest.approx(slow[name], **AGREE), name
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_metric_agrees_with_the_frozen_reference_on_a_bundled_pair(name: str) -> None:
+    """All ten figures, relative 1e-9, against tests/reference_fusion.py (the per-tap implementation
+    before OpenCV filtering) for two fused stand-ins: the RGB average of the sources (through
+    :func:`to_grey`) and the grey pixel-wise maximum (the classic max rule); plus VIFp and SSIM
+    on the 8-bit and the [0, 1] scale for the sources alone (the agreement metrics' SSIM path)."""
+    visible, infrared = _bundled_pair(name)
+    average = np.rint((visible.astype(np.float64) + infrared[:, :, None]) / 2).astype(np.uint8)
+    maximum = np.maximum(to_grey(visible), infrared)
+    _assert_agrees_with_frozen(average, visible, infrared)
+    _assert_agrees_with_frozen(maximum, visible, infrared)
+    grey = to_grey(visible)
+    assert vifp(infrared, grey) == pytest.approx(frozen.vifp(infrared, grey), **AGREE)
+    assert ssim(grey / 255, infrared / 255, data_range=1.0) == pytest.approx(
+        frozen.ssim(grey / 255, infrared / 255, data_range=1.0), **AGREE)
+
+
+@pytest.mark.parametrize("name", CALIB_PAIRS)
+def test_every_metric_agrees_with_the_frozen_reference_on_the_demo_models_fusion(name: str, demo_onnx) -> None:
+    """The same agreement on a real fused image: the bundled demo model's (exported to ONNX, run by
+    ONNX Runtime) for the four calibration pairs. Skips where PyTorch cannot export the model."""
+    from mrfs_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    visible, infrared = _bundled_pair(name)
+    with OnnxRuntimeRunner(demo_onnx) as runner:
+        _, fused = runner.infer_pair(visible.astype(np.float32).transpose(2, 0, 1)[None] / 255,
+                                     infrared.astype(np.float32)[None, None] / 255)
+    fused_rgb = np.clip(np.rint(fused[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    _assert_agrees_with_frozen(fused_rgb, visible, infrared)

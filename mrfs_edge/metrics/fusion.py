@@ -11,6 +11,9 @@ computed on the ``valid`` region unless a docstring says otherwise.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import cv2
 import numpy as np
 
 LEVELS = 256
@@ -75,19 +78,6 @@ def _entropy_bits(counts: np.ndarray) -> float:
     return float(-np.sum(p * np.log2(p)))
 
 
-def _correlate_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``out[i, j] = Σ_{u,v} kernel[u, v] · image[i + u, j + v]`` over the valid region."""
-    kh, kw = kernel.shape
-    h, w = image.shape
-    if kh > h or kw > w:
-        raise ValueError(f"image {image.shape} is smaller than the {kernel.shape} filter")
-    out = np.zeros((h - kh + 1, w - kw + 1))
-    for (u, v), weight in np.ndenumerate(kernel):
-        if weight:
-            out += weight * image[u:u + h - kh + 1, v:v + w - kw + 1]
-    return out
-
-
 def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian; its outer product with itself is MATLAB's ``fspecial('gaussian')``."""
     x = np.arange(size) - (size - 1) / 2
@@ -95,19 +85,46 @@ def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _gaussian_filter(image: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable Gaussian filter (valid region) with the 1-D kernel ``g``."""
-    return _correlate_valid(_correlate_valid(image, g[None, :]), g[:, None])
+def _gaussian_filter(image: np.ndarray, g: np.ndarray, step: int = 1) -> np.ndarray:
+    """Separable Gaussian correlation ``Σ_{u,v} g[u] g[v] image[i + u, j + v]`` over the valid region,
+    keeping every ``step``-th row and column (``[::step, ::step]``).
+
+    OpenCV's float64 filters compute the same sums (rows, then columns) as a per-tap loop would,
+    in another order, so values agree to rounding (about 1e-15 relative). They fill a same-size
+    output whose valid region (windows inside the image) does not depend on the border mode;
+    that region is what is returned. With ``step`` 2 the columns are dropped between the two
+    passes, so the column pass runs on half the width.
+    """
+    size = g.size                                    # odd: the anchor is the window's centre
+    h, w = image.shape
+    if size > h or size > w:
+        raise ValueError(f"image {image.shape} is smaller than the {size}×{size} filter")
+    r = size // 2
+    image = np.ascontiguousarray(image)
+    if step == 1:
+        return cv2.sepFilter2D(image, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)[r:h - r, r:w - r]
+    rows = cv2.filter2D(image, cv2.CV_64F, g[None, :], borderType=cv2.BORDER_CONSTANT)[:, r:w - r:step]
+    return cv2.filter2D(np.ascontiguousarray(rows), cv2.CV_64F, g[:, None],
+                        borderType=cv2.BORDER_CONSTANT)[r:h - r:step]
 
 
-def _local_statistics(a: np.ndarray, b: np.ndarray, g: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Gaussian-weighted local ``(μ_a, μ_b, σ_a², σ_b², σ_ab)`` over the valid region."""
-    mu_a, mu_b = _gaussian_filter(a, g), _gaussian_filter(b, g)
-    var_a = _gaussian_filter(a * a, g) - mu_a * mu_a
-    var_b = _gaussian_filter(b * b, g) - mu_b * mu_b
-    cov = _gaussian_filter(a * b, g) - mu_a * mu_b
-    return mu_a, mu_b, var_a, var_b, cov
+class _Local(NamedTuple):
+    """An image and its Gaussian-weighted local mean ``μ`` and variance ``σ² = G(x²) − μ²`` (valid region)."""
+
+    image: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+
+
+def _local(image: np.ndarray, g: np.ndarray) -> _Local:
+    """:class:`_Local` of ``image`` under the 1-D Gaussian ``g``; shared by every comparison with that image."""
+    mean = _gaussian_filter(image, g)
+    return _Local(image, mean, _gaussian_filter(image * image, g) - mean * mean)
+
+
+def _covariance(a: _Local, b: _Local, g: np.ndarray) -> np.ndarray:
+    """Local covariance ``σ_ab = G(a b) − μ_a μ_b`` of two images of one shape."""
+    return _gaussian_filter(a.image * b.image, g) - a.mean * b.mean
 
 
 # --------------------------------------------------------------------------- one image
@@ -189,9 +206,15 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     """
     a, b = _greys(a, b)
     g = _gaussian_1d(_SSIM_WINDOW, _SSIM_SIGMA)
-    mu_a, mu_b, var_a, var_b, cov = _local_statistics(a, b, g)
+    return _ssim(_local(a, g), _local(b, g), g, data_range)
+
+
+def _ssim(a: _Local, b: _Local, g: np.ndarray, data_range: float) -> float:
+    """Mean of the SSIM map of two images whose local statistics under ``g`` are given."""
+    cov = _covariance(a, b, g)
     c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    ssim_map = (((2 * a.mean * b.mean + c1) * (2 * cov + c2))
+                / ((a.mean ** 2 + b.mean ** 2 + c1) * (a.variance + b.variance + c2)))
     return float(np.mean(ssim_map))
 
 
@@ -210,25 +233,37 @@ def vifp(reference: np.ndarray, distorted: np.ndarray) -> float:
     reference is flat at every scale (the denominator is 0).
     """
     ref, dist = _greys(reference, distorted)
-    num = den = 0.0
+    return _vifp(_vif_pyramid(ref), _vif_pyramid(dist))
+
+
+def _vif_pyramid(image: np.ndarray) -> list[tuple[np.ndarray, _Local]]:
+    """Per VIF scale: its 1-D Gaussian and the local statistics of the image at that scale."""
+    pyramid = []
     for scale in range(_VIF_SCALES):
         size = 2 ** (_VIF_SCALES - scale) + 1
         g = _gaussian_1d(size, size / 5)
         if scale:
-            ref, dist = _gaussian_filter(ref, g)[::2, ::2], _gaussian_filter(dist, g)[::2, ::2]
-        _, _, var_r, var_d, cov = _local_statistics(ref, dist, g)
-        var_r, var_d = np.maximum(var_r, 0), np.maximum(var_d, 0)
+            image = _gaussian_filter(image, g, step=2)
+        pyramid.append((g, _local(image, g)))
+    return pyramid
+
+
+def _vifp(reference: list[tuple[np.ndarray, _Local]], distorted: list[tuple[np.ndarray, _Local]]) -> float:
+    """VIFp from the two images' :func:`_vif_pyramid` (the guards of :func:`vifp`)."""
+    num = den = 0.0
+    for (g, ref), (_, dist) in zip(reference, distorted):
+        cov = _covariance(ref, dist, g)
+        var_r, var_d = np.maximum(ref.variance, 0), np.maximum(dist.variance, 0)
         gain = cov / (var_r + _VIF_EPS)
-        var_v = var_d - gain * cov
+        var_v = np.maximum(var_d - gain * cov, _VIF_EPS)
+        # The guards zero the gain where the reference or the distorted image is flat or the gain
+        # is negative, and the reference variance where the reference is flat: those positions
+        # add log10(1 + 0) = 0, so the sums below equal those of the masked assignments.
         flat_ref = var_r < _VIF_EPS
-        gain[flat_ref], var_v[flat_ref], var_r[flat_ref] = 0, var_d[flat_ref], 0
-        flat_dist = var_d < _VIF_EPS
-        gain[flat_dist], var_v[flat_dist] = 0, 0
-        negative = gain < 0
-        var_v[negative], gain[negative] = var_d[negative], 0
-        var_v = np.maximum(var_v, _VIF_EPS)
-        num += float(np.sum(np.log10(1 + gain * gain * var_r / (var_v + _VIF_SIGMA_NSQ))))
-        den += float(np.sum(np.log10(1 + var_r / _VIF_SIGMA_NSQ)))
+        informative = ~flat_ref & (var_d >= _VIF_EPS) & (gain >= 0)
+        num += float(np.sum(np.where(informative,
+                                     np.log10(1 + gain * gain * var_r / (var_v + _VIF_SIGMA_NSQ)), 0.0)))
+        den += float(np.sum(np.where(flat_ref, 0.0, np.log10(1 + var_r / _VIF_SIGMA_NSQ))))
     return num / den if den else float("nan")
 
 
@@ -241,12 +276,17 @@ def fusion_mi(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 def fusion_vif(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """VIF = ``VIFp(A → F) + VIFp(B → F)``, each source as the reference (see :func:`vifp`)."""
-    return vifp(a, fused) + vifp(b, fused)
+    fused, a, b = _greys(fused, a, b)
+    pyramid = _vif_pyramid(fused)                    # filtered and decimated once for both sources
+    return _vifp(_vif_pyramid(a), pyramid) + _vifp(_vif_pyramid(b), pyramid)
 
 
 def fusion_ssim(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """SSIM = ``SSIM(A, F) + SSIM(B, F)`` on the 8-bit scale (see :func:`ssim`); at most 2."""
-    return ssim(a, fused) + ssim(b, fused)
+    fused, a, b = _greys(fused, a, b)
+    g = _gaussian_1d(_SSIM_WINDOW, _SSIM_SIGMA)
+    local_f = _local(fused, g)                       # filtered once for both sources
+    return _ssim(_local(a, g), local_f, g, 255.0) + _ssim(_local(b, g), local_f, g, 255.0)
 
 
 def fusion_psnr(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -278,12 +318,13 @@ def scd(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def _edge_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sobel edge strength ``g = sqrt(sx² + sy²)`` and orientation ``α = atan(sy / sx)`` (π/2 where
     ``sx = 0``), with the image zero-padded by one pixel so that the maps are ``H×W``."""
-    padded = np.pad(image, 1)
-    sx, sy = _correlate_valid(padded, _SOBEL_X), _correlate_valid(padded, _SOBEL_Y)
-    alpha = np.full(image.shape, np.pi / 2)
-    nonzero = sx != 0
-    alpha[nonzero] = np.arctan(sy[nonzero] / sx[nonzero])
-    return np.hypot(sx, sy), alpha
+    # BORDER_CONSTANT pads with zeros: the one-pixel zero frame of the definition.
+    image = np.ascontiguousarray(image)
+    sx = cv2.filter2D(image, cv2.CV_64F, _SOBEL_X, borderType=cv2.BORDER_CONSTANT)
+    sy = cv2.filter2D(image, cv2.CV_64F, _SOBEL_Y, borderType=cv2.BORDER_CONSTANT)
+    # α = π/2 wherever sx = 0, whatever the sign of sy: there the quotient is +inf, arctan(inf) = π/2.
+    alpha = np.arctan(np.divide(sy, sx, out=np.full_like(sx, np.inf), where=sx != 0))
+    return np.sqrt(sx * sx + sy * sy), alpha
 
 
 def _edge_preservation(g_source: np.ndarray, alpha_source: np.ndarray,

@@ -6,6 +6,7 @@ truth and prediction) skipped and class 0 included.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -98,4 +99,4 @@ class SegmentationScore:
 
 
 def _none_if_nan(value: float) -> float | None:
-    return None if value != value else float(value)
+    return None if math.isnan(value) else float(value)

@@ -1,0 +1,344 @@
+"""FROZEN pre-change reference: the fusion metrics as they were before OpenCV filtering (issue 12).
+
+A verbatim copy of ``mrfs_edge/metrics/fusion.py`` at commit b1a24c3 (per-tap Python correlation,
+about 1 s per 640×480 pair), kept only so that tests can assert that the fast implementation gives
+the same values. Do not edit, "fix" or speed this up: its value is that it does not change. Not
+part of the package; imported by tests/test_metrics_fusion.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LEVELS = 256
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+# Xydeas & Petrovic constants for Qabf.
+_QABF_TG, _QABF_KG, _QABF_DG = 0.9994, -15.0, 0.5
+_QABF_TA, _QABF_KA, _QABF_DA = 0.9879, -22.0, 0.8
+_QABF_L = 1.0
+_SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_SOBEL_Y = _SOBEL_X.T
+
+# Wang et al. 2004 SSIM constants.
+_SSIM_WINDOW, _SSIM_SIGMA, _SSIM_K1, _SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+# Sheikh & Bovik pixel-domain VIF constants.
+_VIF_SCALES, _VIF_SIGMA_NSQ, _VIF_EPS = 4, 2.0, 1e-10
+
+
+# --------------------------------------------------------------------------- helpers
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Grey image ``H×W`` float64 on the 8-bit scale.
+
+    An RGB image ``H×W×3`` (channel order R, G, B; uint8 or float in 0..255) becomes
+    ``Y = round(0.299 R + 0.587 G + 0.114 B)``: rounded to whole grey levels like the 8-bit grey
+    conversion (MATLAB ``rgb2gray``, OpenCV ``COLOR_RGB2GRAY``) the evaluations run before
+    scoring. A grey image ``H×W`` (or ``H×W×1``) is returned as float64, unchanged.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.rint(image.astype(np.float64) @ _LUMA)
+    raise ValueError(f"expected a grey H×W or an RGB H×W×3 image, got shape {image.shape}")
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"expected a grey H×W image, got shape {image.shape} (use to_grey first)")
+    return image
+
+
+def _greys(*images: np.ndarray) -> list[np.ndarray]:
+    greys = [_grey(image) for image in images]
+    if len({g.shape for g in greys}) != 1:
+        raise ValueError(f"images differ in shape: {[g.shape for g in greys]}")
+    return greys
+
+
+def _grey_levels(image: np.ndarray) -> np.ndarray:
+    """Flat int64 grey levels: values rounded to the nearest integer and clipped to 0..255."""
+    return np.clip(np.rint(image), 0, LEVELS - 1).astype(np.int64).ravel()
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    """Shannon entropy in bits of the distribution given by histogram ``counts``."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-np.sum(p * np.log2(p)))
+
+
+def _correlate_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``out[i, j] = Σ_{u,v} kernel[u, v] · image[i + u, j + v]`` over the valid region."""
+    kh, kw = kernel.shape
+    h, w = image.shape
+    if kh > h or kw > w:
+        raise ValueError(f"image {image.shape} is smaller than the {kernel.shape} filter")
+    out = np.zeros((h - kh + 1, w - kw + 1))
+    for (u, v), weight in np.ndenumerate(kernel):
+        if weight:
+            out += weight * image[u:u + h - kh + 1, v:v + w - kw + 1]
+    return out
+
+
+def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian; its outer product with itself is MATLAB's ``fspecial('gaussian')``."""
+    x = np.arange(size) - (size - 1) / 2
+    g = np.exp(-x * x / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def _gaussian_filter(image: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter (valid region) with the 1-D kernel ``g``."""
+    return _correlate_valid(_correlate_valid(image, g[None, :]), g[:, None])
+
+
+def _local_statistics(a: np.ndarray, b: np.ndarray, g: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian-weighted local ``(μ_a, μ_b, σ_a², σ_b², σ_ab)`` over the valid region."""
+    mu_a, mu_b = _gaussian_filter(a, g), _gaussian_filter(b, g)
+    var_a = _gaussian_filter(a * a, g) - mu_a * mu_a
+    var_b = _gaussian_filter(b * b, g) - mu_b * mu_b
+    cov = _gaussian_filter(a * b, g) - mu_a * mu_b
+    return mu_a, mu_b, var_a, var_b, cov
+
+
+# --------------------------------------------------------------------------- one image
+
+def entropy(image: np.ndarray) -> float:
+    """EN = ``−Σ_l p_l log2 p_l`` over the 256-bin grey-level histogram (bits, 0..8).
+
+    ``image``: grey ``H×W`` on the 8-bit scale; values are rounded and clipped to 0..255.
+    """
+    return _entropy_bits(np.bincount(_grey_levels(_grey(image)), minlength=LEVELS))
+
+
+def standard_deviation(image: np.ndarray) -> float:
+    """SD = ``sqrt(mean((I − mean(I))²))`` (population standard deviation); ``image``: grey ``H×W``."""
+    return float(np.std(_grey(image)))
+
+
+def spatial_frequency(image: np.ndarray) -> float:
+    """SF = ``sqrt(RF² + CF²)``.
+
+    ``RF² = mean((I[i, j] − I[i, j−1])²)`` over ``H×(W−1)`` and ``CF² = mean((I[i, j] − I[i−1, j])²)``
+    over ``(H−1)×W``; ``image``: grey ``H×W``, at least 2×2.
+    """
+    image = _grey(image)
+    rf2 = np.mean(np.diff(image, axis=1) ** 2)
+    cf2 = np.mean(np.diff(image, axis=0) ** 2)
+    return float(np.sqrt(rf2 + cf2))
+
+
+def average_gradient(image: np.ndarray) -> float:
+    """AG = ``mean(sqrt((dx² + dy²) / 2))`` over the ``(H−1)×(W−1)`` grid ``i < H−1, j < W−1``.
+
+    Forward differences ``dx = I[i, j+1] − I[i, j]``, ``dy = I[i+1, j] − I[i, j]``;
+    ``image``: grey ``H×W``, at least 2×2.
+    """
+    image = _grey(image)
+    dx = image[:-1, 1:] - image[:-1, :-1]
+    dy = image[1:, :-1] - image[:-1, :-1]
+    return float(np.mean(np.sqrt((dx * dx + dy * dy) / 2)))
+
+
+# --------------------------------------------------------------------------- two images
+
+def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    """MI(A, B) = ``Σ p(a, b) log2(p(a, b) / (p(a) p(b)))`` = ``H(A) + H(B) − H(A, B)`` in bits.
+
+    From the 256-bin histograms and the 256×256 joint histogram of two grey ``H×W`` images on
+    the 8-bit scale (values rounded and clipped to 0..255).
+    """
+    a, b = _greys(a, b)
+    la, lb = _grey_levels(a), _grey_levels(b)
+    joint = np.bincount(la * LEVELS + lb, minlength=LEVELS * LEVELS)
+    return (_entropy_bits(np.bincount(la, minlength=LEVELS)) + _entropy_bits(np.bincount(lb, minlength=LEVELS))
+            - _entropy_bits(joint))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR = ``10 log10(peak² / mean((a − b)²))`` in dB, for two arrays of one shape.
+
+    Returns ``float('inf')`` when the arrays are identical (MSE 0).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return psnr_from_mse(float(np.mean((a - b) ** 2)), peak)
+
+
+def psnr_from_mse(mse: float, peak: float) -> float:
+    """``10 log10(peak² / mse)``; ``float('inf')`` for ``mse == 0``."""
+    return float("inf") if mse == 0 else float(10 * np.log10(peak * peak / mse))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """Mean SSIM (Wang et al. 2004) of two grey ``H×W`` images (at least 11×11).
+
+    ``SSIM = mean over the valid region of ((2 μa μb + C1)(2 σab + C2)) / ((μa² + μb² + C1)(σa² + σb² + C2))``
+    with Gaussian-weighted local statistics (11×11 window, σ = 1.5), ``C1 = (0.01 L)²``,
+    ``C2 = (0.03 L)²`` and ``L = data_range`` (255 for the 8-bit scale, 1 for images in [0, 1]).
+    """
+    a, b = _greys(a, b)
+    g = _gaussian_1d(_SSIM_WINDOW, _SSIM_SIGMA)
+    mu_a, mu_b, var_a, var_b, cov = _local_statistics(a, b, g)
+    c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(np.mean(ssim_map))
+
+
+def vifp(reference: np.ndarray, distorted: np.ndarray) -> float:
+    """Multi-scale pixel-domain VIF (Sheikh & Bovik 2006) of ``distorted`` against ``reference``.
+
+    At scales ``s = 1..4`` with Gaussian window size ``N = 2^(5−s) + 1`` and ``σ = N / 5`` (both
+    images are filtered with it and decimated by 2 before scales 2..4), local statistics give the
+    gain ``g = σ_rd / σ_r²`` and the distortion variance ``σ_v² = σ_d² − g σ_rd``;
+    ``VIFp = Σ log10(1 + g² σ_r² / (σ_v² + σ_n²)) / Σ log10(1 + σ_r² / σ_n²)`` summed over all
+    scales and positions, with ``σ_n² = 2`` and the reference algorithm's guards: negative
+    variances become 0; where ``σ_r² < 1e-10``: ``g = 0, σ_v² = σ_d²``; where ``σ_d² < 1e-10``:
+    ``g = 0, σ_v² = 0``; where ``g < 0``: ``σ_v² = σ_d², g = 0``; finally ``σ_v² ≥ 1e-10``.
+
+    Inputs: grey ``H×W`` images of one shape, at least 41×41. Returns NaN when the
+    reference is flat at every scale (the denominator is 0).
+    """
+    ref, dist = _greys(reference, distorted)
+    num = den = 0.0
+    for scale in range(_VIF_SCALES):
+        size = 2 ** (_VIF_SCALES - scale) + 1
+        g = _gaussian_1d(size, size / 5)
+        if scale:
+            ref, dist = _gaussian_filter(ref, g)[::2, ::2], _gaussian_filter(dist, g)[::2, ::2]
+        _, _, var_r, var_d, cov = _local_statistics(ref, dist, g)
+        var_r, var_d = np.maximum(var_r, 0), np.maximum(var_d, 0)
+        gain = cov / (var_r + _VIF_EPS)
+        var_v = var_d - gain * cov
+        flat_ref = var_r < _VIF_EPS
+        gain[flat_ref], var_v[flat_ref], var_r[flat_ref] = 0, var_d[flat_ref], 0
+        flat_dist = var_d < _VIF_EPS
+        gain[flat_dist], var_v[flat_dist] = 0, 0
+        negative = gain < 0
+        var_v[negative], gain[negative] = var_d[negative], 0
+        var_v = np.maximum(var_v, _VIF_EPS)
+        num += float(np.sum(np.log10(1 + gain * gain * var_r / (var_v + _VIF_SIGMA_NSQ))))
+        den += float(np.sum(np.log10(1 + var_r / _VIF_SIGMA_NSQ)))
+    return num / den if den else float("nan")
+
+
+# --------------------------------------------------------------------------- fused vs two sources
+
+def fusion_mi(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """MI(F; A, B) = ``MI(A, F) + MI(B, F)`` in bits (see :func:`mutual_information`)."""
+    return mutual_information(a, fused) + mutual_information(b, fused)
+
+
+def fusion_vif(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """VIF = ``VIFp(A → F) + VIFp(B → F)``, each source as the reference (see :func:`vifp`)."""
+    return vifp(a, fused) + vifp(b, fused)
+
+
+def fusion_ssim(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM = ``SSIM(A, F) + SSIM(B, F)`` on the 8-bit scale (see :func:`ssim`); at most 2."""
+    return ssim(a, fused) + ssim(b, fused)
+
+
+def fusion_psnr(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR = ``10 log10(255² / MSE)`` with ``MSE = (MSE(A, F) + MSE(B, F)) / 2``, grey ``H×W`` inputs.
+
+    Returns ``float('inf')`` when F equals both sources.
+    """
+    fused, a, b = _greys(fused, a, b)
+    mse = (np.mean((a - fused) ** 2) + np.mean((b - fused) ** 2)) / 2
+    return psnr_from_mse(float(mse), 255.0)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """``Σ (x − x̄)(y − ȳ) / sqrt(Σ (x − x̄)² Σ (y − ȳ)²)``; NaN when either is constant."""
+    x, y = x - x.mean(), y - y.mean()
+    denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
+    return float(np.sum(x * y) / denominator) if denominator else float("nan")
+
+
+def scd(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """SCD (Aslantas & Bendes 2015) = ``corr(F − B, A) + corr(F − A, B)`` with Pearson's correlation.
+
+    Inputs: grey ``H×W`` images of one shape. NaN when a source or a difference is constant.
+    """
+    fused, a, b = _greys(fused, a, b)
+    return _pearson(fused - b, a) + _pearson(fused - a, b)
+
+
+def _edge_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel edge strength ``g = sqrt(sx² + sy²)`` and orientation ``α = atan(sy / sx)`` (π/2 where
+    ``sx = 0``), with the image zero-padded by one pixel so that the maps are ``H×W``."""
+    padded = np.pad(image, 1)
+    sx, sy = _correlate_valid(padded, _SOBEL_X), _correlate_valid(padded, _SOBEL_Y)
+    alpha = np.full(image.shape, np.pi / 2)
+    nonzero = sx != 0
+    alpha[nonzero] = np.arctan(sy[nonzero] / sx[nonzero])
+    return np.hypot(sx, sy), alpha
+
+
+def _edge_preservation(g_source: np.ndarray, alpha_source: np.ndarray,
+                       g_fused: np.ndarray, alpha_fused: np.ndarray) -> np.ndarray:
+    """Per-pixel ``Q^{SF} = Q_g · Q_α`` of Xydeas & Petrovic.
+
+    ``G = min(g_S, g_F) / max(g_S, g_F)`` (1 where both are 0), ``A = 1 − |α_S − α_F| / (π/2)``,
+    ``Q_g = Tg / (1 + exp(kg (G − Dg)))``, ``Q_α = Ta / (1 + exp(ka (A − Da)))``.
+    """
+    larger = np.maximum(g_source, g_fused)
+    ratio = np.divide(np.minimum(g_source, g_fused), larger, out=np.ones_like(larger), where=larger > 0)
+    angle = 1 - np.abs(alpha_source - alpha_fused) / (np.pi / 2)
+    q_g = _QABF_TG / (1 + np.exp(_QABF_KG * (ratio - _QABF_DG)))
+    q_a = _QABF_TA / (1 + np.exp(_QABF_KA * (angle - _QABF_DA)))
+    return q_g * q_a
+
+
+def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Qabf (Xydeas & Petrovic 2000): edge information of A and B preserved in F, in [0, 1).
+
+    ``Qabf = Σ (Q^{AF} w_A + Q^{BF} w_B) / Σ (w_A + w_B)`` with weights ``w = g^L`` (L = 1), Sobel
+    edge strengths ``g`` and the per-pixel preservation ``Q^{SF}`` of the Xydeas-Petrovic sigmoids
+    (Tg = 0.9994, kg = −15, Dg = 0.5, Ta = 0.9879, ka = −22, Da = 0.8). A perfectly preserved edge
+    scores ``Tg / (1 + e^{kg (1 − Dg)}) · Ta / (1 + e^{ka (1 − Da)}) ≈ 0.9749``, the maximum.
+
+    Inputs: grey ``H×W`` images of one shape. NaN when neither source has any edge.
+    """
+    fused, a, b = _greys(fused, a, b)
+    g_f, alpha_f = _edge_strength_orientation(fused)
+    g_a, alpha_a = _edge_strength_orientation(a)
+    g_b, alpha_b = _edge_strength_orientation(b)
+    w_a, w_b = g_a ** _QABF_L, g_b ** _QABF_L
+    total = float(np.sum(w_a + w_b))
+    if not total:
+        return float("nan")
+    preserved = (_edge_preservation(g_a, alpha_a, g_f, alpha_f) * w_a
+                 + _edge_preservation(g_b, alpha_b, g_f, alpha_f) * w_b)
+    return float(np.sum(preserved)) / total
+
+
+# --------------------------------------------------------------------------- all ten
+
+def fusion_metrics(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> dict[str, float]:
+    """The ten figures of the MSRS evaluations: EN, SD, SF, AG, MI, VIF, Qabf, SCD, SSIM, PSNR.
+
+    ``fused`` and ``visible``: RGB ``H×W×3`` (uint8 or float on the 8-bit scale) or grey ``H×W``;
+    ``infrared``: grey ``H×W``. RGB images are turned to grey with :func:`to_grey`; EN, SD, SF
+    and AG describe the fused image alone, the others compare it with both sources.
+    """
+    f, vi, ir = to_grey(fused), to_grey(visible), to_grey(infrared)
+    return {
+        "EN": entropy(f),
+        "SD": standard_deviation(f),
+        "SF": spatial_frequency(f),
+        "AG": average_gradient(f),
+        "MI": fusion_mi(f, vi, ir),
+        "VIF": fusion_vif(f, vi, ir),
+        "Qabf": qabf(f, vi, ir),
+        "SCD": scd(f, vi, ir),
+        "SSIM": fusion_ssim(f, vi, ir),
+        "PSNR": fusion_psnr(f, vi, ir),
+    }
