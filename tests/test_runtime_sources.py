@@ -113,6 +113,15 @@ def test_unopenable_sources_are_one_line_errors_naming_the_uri(uri, needle):
     assert uri in one_line(exc) and needle in str(exc.value)
 
 
+def test_malformed_uri_fails_when_the_source_is_made_not_when_opened():
+    with pytest.raises(SourceError) as exc:
+        open_source("v4l2:///dev/video0?width=wide", "infrared")          # no .open(): parsing alone fails
+    assert one_line(exc) == "v4l2:///dev/video0?width=wide: option width='wide' is not a positive integer"
+    with pytest.raises(SourceError) as exc:
+        open_pair(str(SAMPLES / "vi"), "display://0")
+    assert one_line(exc).startswith("display://0: 'display://' names an output, not a source")
+
+
 def test_empty_folder_and_dead_camera_are_one_line_errors(tmp_path):
     with pytest.raises(SourceError) as exc:
         open_source(str(tmp_path)).open()
