@@ -29,11 +29,12 @@ from mrfs_edge.core.errors import ModelFileError, SourceError
 from mrfs_edge.io.images import read_infrared, read_visible
 from mrfs_edge.io.pairing import PairedSource, open_pair
 from mrfs_edge.io.sinks import ImageFolderSink, VideoFileSink, open_sinks
+from mrfs_edge.processing.adapter import ModelAdapter
+from mrfs_edge.processing.postprocess import argmax_classes
 from mrfs_edge.processing.preprocess import fit_to_model, to_network_inputs
 from mrfs_edge.processing.registration import Registration
 from mrfs_edge.processing.visualize import composite
 from mrfs_edge.runtime import Pipeline, PipelineOptions
-from mrfs_edge.runtime.pipeline import argmax_classes, restore_outputs
 from mrfs_edge.tools.run import run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,9 +124,11 @@ def test_other_frame_sizes_are_fitted_and_outputs_mapped_back(tmp_path, size, re
     runner = open_runner(standin_onnx(tmp_path / "m.onnx"), threads=1)
     visible = cv2.resize(read_visible(SAMPLES / "vi" / "00147D.png"), size[::-1])
     infrared = cv2.resize(read_infrared(SAMPLES / "ir" / "00147D.png"), size[::-1])
-    feed, fit = fit_to_model(visible, infrared, runner.contract)
+    adapter = ModelAdapter(runner.contract)
+    feed, (fit,) = adapter.feed([(visible, infrared)])
     assert feed["visible"].shape == (1, 3, 480, 640) and fit.resized == resized
-    labels, fused = restore_outputs(runner.infer(feed), runner.contract, fit)
+    (output,) = adapter.restore(runner.infer(feed), [fit])
+    labels, fused = output.labels, output.fused_rgb()
     assert labels.shape == size and labels.dtype == np.uint8 and fused.shape == (*size, 3)
     if not resized:                                        # padding only: the fused output is the input
         assert np.array_equal(fused, visible)
@@ -148,8 +151,8 @@ def test_uint8_labels_model_agrees_with_float_logits_model(tmp_path, model):
     infrared = read_infrared(SAMPLES / "ir" / "00508D.png")[:, 20:620]
     results = []
     for runner in (float_runner, uint8_runner):
-        feed, fit = fit_to_model(visible, infrared, runner.contract)
-        results.append(restore_outputs(runner.infer(feed), runner.contract, fit))
+        (output,) = ModelAdapter(runner.contract).run(runner, [(visible, infrared)])
+        results.append((output.labels, output.fused_rgb()))
     (labels_f, fused_f), (labels_u, fused_u) = results
     assert np.mean(labels_f == labels_u) > 0.999           # float rounding may flip near-ties only
     assert np.array_equal(fused_f, fused_u) and np.array_equal(fused_u, visible)
@@ -186,7 +189,7 @@ def test_smaller_sixteen_bit_infrared_is_gain_controlled_and_registered(tmp_path
                         registration=registration, options=PipelineOptions(**QUIET))
     assert pipeline.run()["frames"]["written"] == 3
     visible, infrared = next(iter(open_pair(str(pairs_dir / "vi"), str(ir16_dir))))
-    infrared8, _, _ = pipeline.prepare(visible, infrared)
+    infrared8 = pipeline.prepare(visible, infrared).infrared8
     assert infrared8.shape == (480, 640) and infrared8.dtype == np.uint8 and infrared8.max() == 255
 
 

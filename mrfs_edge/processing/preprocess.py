@@ -6,6 +6,7 @@ outputs cropped back.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -69,7 +70,6 @@ def fused_to_uint8(fused: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(fused.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 
 
-
 @dataclass(frozen=True)
 class FrameFit:
     """How a camera frame was fitted to the model input, and how to map outputs back."""
@@ -107,21 +107,57 @@ def fit_to_input(visible_rgb: np.ndarray, infrared: np.ndarray, height: int, wid
     return vis, ir, FrameFit(padding, frame_size, resized)
 
 
+def fit_at_scale(visible_rgb: np.ndarray, infrared: np.ndarray, scale: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray, FrameFit]:
+    """Frames at their own size times ``scale``, padded to the encoder's stride: evaluation's policy.
+
+    The authors evaluate a pair at its own resolution (``scale`` 1: padding only, exactly
+    :func:`to_network_inputs`); a model trained at reduced resolution sees the pair resized by
+    ``scale`` (bilinear), and its outputs are resized back to the pair's size.
+    """
+    frame_size = (int(visible_rgb.shape[0]), int(visible_rgb.shape[1]))
+    if scale != 1.0:
+        size = (round(frame_size[1] * scale), round(frame_size[0] * scale))
+        visible_rgb = cv2.resize(visible_rgb, size, interpolation=cv2.INTER_LINEAR)
+        infrared = cv2.resize(infrared, size, interpolation=cv2.INTER_LINEAR)
+    vis, ir, padding = to_network_inputs(visible_rgb, infrared)
+    return vis, ir, FrameFit(padding, frame_size, scale != 1.0)
+
+
+def model_layout(visible: np.ndarray, infrared: np.ndarray,
+                 contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
+    """Float ``N×C×H×W`` network inputs in the layout ``contract`` takes (3-channel infrared, uint8 NHWC)."""
+    if contract.ir_channels == 3:
+        infrared = np.repeat(infrared, 3, axis=1)
+    if contract.uint8_io:     # the graph divides by 255 itself: the same pixels, as uint8 NHWC
+        visible, infrared = (np.rint(x * 255.0).astype(np.uint8).transpose(0, 2, 3, 1) for x in (visible, infrared))
+    return visible, infrared
+
+
+def stack_feed(items: Sequence[tuple[np.ndarray, np.ndarray]], contract: ModelContract) -> dict[str, np.ndarray]:
+    """One feed of frames already in the model's layout, stacked along the batch axis.
+
+    Fewer frames than a static batch are filled up with copies of the last frame (only the first
+    ``len(items)`` outputs mean anything); more are passed as they are, for the runner to take
+    (eager PyTorch takes any batch) or refuse, as a dynamic-batch model gets exactly the frames.
+    """
+    if not items:
+        raise ValueError("no frames to feed")
+    static = not (contract.dynamic or {}).get("batch")
+    filler = [items[-1]] * (contract.batch - len(items) if static else 0)
+    vis, ir = (np.concatenate([item[k] for item in [*items, *filler]]) for k in (0, 1))
+    return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}
+
+
 def fit_to_model(visible: np.ndarray, infrared: np.ndarray,
                  contract: ModelContract) -> tuple[dict[str, np.ndarray], FrameFit]:
     """The model feed for one registered pair (RGB ``H×W×3`` and 8-bit grey ``H×W``).
 
     Sizing is the toolkit's one policy, :func:`fit_to_input` (pad smaller frames, resize larger
     ones), so at model size the feed is exactly :func:`to_network_inputs`, the preprocessing used
-    in evaluation. The runtime, the benchmarks and the calibration sets all feed models through
-    here, so a model's layout (3-channel infrared, uint8 NHWC, static batch) is honoured once.
+    in evaluation. The model I/O adapter (:mod:`mrfs_edge.processing.adapter`) and the calibration
+    sets feed models through these steps, so a model's layout (3-channel infrared, uint8 NHWC,
+    static batch) is honoured once.
     """
     vis, ir, fit = fit_to_input(visible, infrared, contract.height, contract.width)
-    if contract.ir_channels == 3:
-        ir = np.repeat(ir, 3, axis=1)
-    if contract.uint8_io:     # the graph divides by 255 itself: the same pixels, as uint8 NHWC
-        vis, ir = (np.rint(x * 255.0).astype(np.uint8).transpose(0, 2, 3, 1) for x in (vis, ir))
-    batch = 1 if (contract.dynamic or {}).get("batch") else contract.batch
-    if batch > 1:             # a static-batch model: fill the batch with the frame, keep item 0
-        vis, ir = np.repeat(vis, batch, axis=0), np.repeat(ir, batch, axis=0)
-    return {"visible": np.ascontiguousarray(vis), "infrared": np.ascontiguousarray(ir)}, fit
+    return stack_feed([model_layout(vis, ir, contract)], contract), fit

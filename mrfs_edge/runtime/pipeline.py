@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from mrfs_edge.backends.base import Runner
@@ -36,46 +35,11 @@ from mrfs_edge.io.pairing import PairedSource
 from mrfs_edge.io.sinks import Rendered, Sink
 from mrfs_edge.io.source import Frame
 from mrfs_edge.io.uri import redact
-from mrfs_edge.processing.preprocess import FrameFit, fit_to_model
+from mrfs_edge.processing.frame import FrameProcessor, PairSizeError, PreparedFrame
 from mrfs_edge.processing.registration import Registration
 from mrfs_edge.processing.thermal import ThermalAGC
-from mrfs_edge.processing.visualize import composite, fused_to_rgb
 
 STAGES = ("capture", "preprocess", "model", "postprocess", "output")
-
-
-# --- frames in and out of the model ----------------------------------------------------------
-
-def argmax_classes(logits: np.ndarray) -> np.ndarray:
-    """Per-pixel class (uint8 ``H×W``) of ``C×H×W`` logits; ties keep the lower class, as argmax does.
-
-    Float32 logits go plane by plane through OpenCV (a running maximum and a mask per class),
-    about ten times faster than ``logits.argmax(axis=0)``, which walks the class axis with a
-    stride of H·W: on a small board every CPU millisecond here is taken from the model.
-    """
-    if logits.dtype != np.float32:
-        return logits.argmax(axis=0).astype(np.uint8)
-    best = logits[0].copy()
-    labels = np.zeros(logits.shape[1:], np.uint8)
-    for c in range(1, len(logits)):
-        higher = cv2.compare(logits[c], best, cv2.CMP_GT)          # 255 where class c leads so far
-        cv2.max(best, logits[c], dst=best)
-        labels = cv2.bitwise_or(cv2.bitwise_and(labels, cv2.bitwise_not(higher)), cv2.bitwise_and(higher, c))
-    return labels
-
-
-def restore_outputs(outputs: dict[str, np.ndarray], contract: ModelContract,
-                    fit: FrameFit) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels H×W uint8, fused RGB H×W×3 uint8)`` at the frame's own size.
-
-    The argmax is taken before resizing back (nearest): resizing C logit planes costs more
-    CPU than a Jetson can spare per frame, and label-output models allow nothing else.
-    """
-    seg = outputs[contract.seg_name][0]
-    labels = fit.restore(argmax_classes(seg) if seg.ndim == 3 else seg.astype(np.uint8), nearest=True)
-    fused = outputs["fused"][0]
-    fused = fit.restore(fused.transpose(2, 0, 1) if contract.uint8_io else fused)
-    return np.ascontiguousarray(labels), np.ascontiguousarray(fused_to_rgb(fused))
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -219,13 +183,11 @@ class PipelineOptions:
 
 
 @dataclass
-class _Prepared:
+class _InFlight:
     """A pair on its way through the model (``outputs`` filled in by the model stage)."""
 
     visible: Frame
-    infrared8: np.ndarray
-    feed: dict[str, np.ndarray]
-    fit: FrameFit
+    prepared: PreparedFrame
     outputs: dict[str, np.ndarray] | None = None
 
 
@@ -238,7 +200,11 @@ class _Processed:
 
 
 class Pipeline:
-    """Runs ``runner`` on every pair of ``source`` and hands composites to ``sinks``."""
+    """Runs ``runner`` on every pair of ``source`` and hands composites to ``sinks``.
+
+    Each stage thread runs one step of a :class:`~mrfs_edge.processing.frame.FrameProcessor`,
+    so the threaded loop gives exactly the pixels of ``FrameProcessor.process``.
+    """
 
     def __init__(self, runner: Runner, source: PairedSource, sinks: Sequence[Sink],
                  thermal: ThermalAGC | None = None, registration: Registration | None = None,
@@ -247,6 +213,7 @@ class Pipeline:
         self.thermal = thermal or ThermalAGC()
         self.registration, self.registration_path = registration, registration_path
         self.options = options or PipelineOptions()
+        self.processor = FrameProcessor(runner, self.thermal, registration, self.options.max_width)
         self.stats = RunStats(warmup=self.options.warmup_frames)
         self.stopped_by = "end"
         self._stopping = threading.Event()
@@ -289,18 +256,12 @@ class Pipeline:
                 if self.options.max_frames and self.stats.captured >= self.options.max_frames:
                     self.stop("max_frames")
 
-    def prepare(self, visible: Frame, infrared: Frame) -> tuple[np.ndarray, dict[str, np.ndarray], FrameFit]:
+    def prepare(self, visible: Frame, infrared: Frame) -> PreparedFrame:
         """Gain control, registration, size check and model feed for one pair."""
-        infrared8 = self.thermal(infrared.image)
-        height, width = visible.image.shape[:2]
-        if self.registration is not None:
-            infrared8 = self.registration.warp(infrared8, (width, height))
-        elif infrared8.shape[:2] != (height, width):
-            raise SourceError(f"{redact(self.source.infrared.uri)}: infrared frame {infrared.name} is "
-                              f"{infrared8.shape[1]}x{infrared8.shape[0]} but visible {visible.name} is {width}x{height}; "
-                              "register the cameras (runtime/register.py) and pass --registration FILE")
-        feed, fit = fit_to_model(visible.image, infrared8, self.contract)
-        return infrared8, feed, fit
+        try:
+            return self.processor.prepare(visible.image, infrared.image, (visible.name, infrared.name))
+        except PairSizeError as exc:
+            raise SourceError(f"{redact(self.source.infrared.uri)}: {exc}") from None
 
     def _take(self, queue: FrameQueue) -> Any | None:
         """The next item for a stage, or ``None`` when its input ended or another stage failed."""
@@ -311,36 +272,35 @@ class Pipeline:
         while (pair := self._take(self.frames)) is not None:
             visible, infrared = pair
             start = time.perf_counter()
-            infrared8, feed, fit = self.prepare(visible, infrared)
+            prepared = self.prepare(visible, infrared)
             self.stats.add("preprocess", time.perf_counter() - start)
-            self.feeds.put(_Prepared(visible, infrared8, feed, fit))
+            self.feeds.put(_InFlight(visible, prepared))
 
     def _model(self) -> None:
         while (item := self._take(self.feeds)) is not None:
             start = time.perf_counter()
-            item.outputs = self.runner.infer(item.feed)
+            item.outputs = self.processor.infer(item.prepared)
             self.stats.add("model", time.perf_counter() - start)
             self.stats.processed += 1
-            item.feed = {}             # the inputs are done with: free them while the frame waits
+            item.prepared.feed = {}    # the inputs are done with: free them while the frame waits
             self.results.put(item)
 
     def _postprocess(self) -> None:
         while (item := self._take(self.results)) is not None:
             start = time.perf_counter()
-            labels, fused = restore_outputs(item.outputs, self.contract, item.fit)
+            labels, fused = self.processor.restore(item.outputs, item.prepared.fit)
             self.stats.add("postprocess", time.perf_counter() - start)
-            self.restored.put(_Processed(item.visible, item.infrared8, labels, fused))
+            self.restored.put(_Processed(item.visible, item.prepared.infrared8, labels, fused))
 
     def status_text(self, what: str) -> str:
         """``what`` (frame name on the composite, frame count on the console) plus rate and drops."""
         return f"{what} | {self.stats.fps():.1f} fps | model {self.stats.mean_ms('model'):.0f} ms | dropped {self.dropped}"
 
     def _output(self) -> None:
-        contract = self.contract
         while (item := self._take(self.restored)) is not None:
             start = time.perf_counter()
-            image = composite(item.visible.image, item.infrared8, item.fused, item.labels, contract.class_names,
-                              contract.palette, self.status_text(item.visible.name), self.options.max_width)
+            image = self.processor.render(item.visible.image, item.infrared8, item.labels, item.fused,
+                                          self.status_text(item.visible.name))
             rendered = Rendered(item.visible.name, image, item.labels, item.fused)
             for sink in self.sinks:
                 sink.write(rendered)

@@ -93,7 +93,7 @@ class RepeatedPairs(PairedSource):
 def _prepared_feeds(pipeline: Pipeline, count: int) -> list[dict[str, np.ndarray]]:
     """Model feeds of the source's first ``count`` pairs, through the pipeline's own preprocessing."""
     with closing(pipeline.source.__iter__()) as pairs:     # a generator: closing releases the sources
-        feeds = [pipeline.prepare(visible, infrared)[1] for visible, infrared in islice(pairs, count)]
+        feeds = [pipeline.prepare(visible, infrared).feed for visible, infrared in islice(pairs, count)]
     pipeline.thermal.reset()            # the timed run starts with fresh gain-control limits
     if not feeds:
         raise SourceError(f"{redact(pipeline.source.visible.uri)}: no frame pairs to measure")
