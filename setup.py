@@ -62,6 +62,6 @@ setup(
         "trt": ["tensorrt>=8.6", "nvidia-cuda-runtime-cu12>=12", "polygraphy>=0.49"],
         "opencv": ["opencv-python-headless>=4.5"],
         # The CUDA runtime wheel: tests load the real libcudart (cuda_memory) on GPU-less machines too.
-        "dev": ["pytest>=7", "pytest-timeout>=2", "packaging>=20", "nvidia-cuda-runtime-cu12>=12", "import-linter>=2.1"],
+        "dev": ["pytest>=7", "pytest-timeout>=2", "packaging>=20", "nvidia-cuda-runtime-cu12>=12", "import-linter>=2.1", "scikit-image>=0.19"],
     },
 )

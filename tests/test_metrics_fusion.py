@@ -285,3 +285,197 @@ def test_every_metric_agrees_with_the_frozen_reference_on_the_demo_models_fusion
                                      infrared.astype(np.float32)[None, None] / 255)
     fused_rgb = np.clip(np.rint(fused[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
     _assert_agrees_with_frozen(fused_rgb, visible, infrared)
+
+
+# --------------------------------------------------------------------------- scikit-image (dev extra)
+
+def _skimage_metrics():
+    return pytest.importorskip("skimage.metrics", reason="scikit-image (the dev extra) is not installed")
+
+
+@pytest.mark.parametrize("name", BUNDLED[:3])
+def test_ssim_matches_scikit_image(name: str) -> None:
+    """Pinned against ``skimage.metrics.structural_similarity`` with Wang et al.'s settings, the ones
+    :func:`ssim` uses: Gaussian weights σ = 1.5 (skimage's truncate 3.5 gives the same 11×11 window),
+    population covariances (``use_sample_covariance=False``) and ``data_range`` L. skimage averages
+    its map after cropping 5 pixels from each side, i.e. over the valid region, as :func:`ssim` does."""
+    metrics = _skimage_metrics()
+    visible, infrared = _bundled_pair(name)
+    grey, ir = to_grey(visible), infrared.astype(np.float64)
+    fused = np.rint((grey + ir) / 2)
+    settings = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    for a, b in ((grey, ir), (fused, grey), (fused, ir)):
+        assert ssim(a, b) == pytest.approx(
+            metrics.structural_similarity(a, b, data_range=255, **settings), rel=1e-9)
+        assert ssim(a / 255, b / 255, data_range=1.0) == pytest.approx(
+            metrics.structural_similarity(a / 255, b / 255, data_range=1.0, **settings), rel=1e-9)
+    assert fusion_ssim(fused, grey, ir) == pytest.approx(
+        metrics.structural_similarity(fused, grey, data_range=255, **settings)
+        + metrics.structural_similarity(fused, ir, data_range=255, **settings), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", BUNDLED[:3])
+def test_psnr_entropy_and_mi_match_scikit_image(name: str) -> None:
+    """PSNR pinned against ``skimage.metrics.peak_signal_noise_ratio`` (data_range 255) and the fusion
+    PSNR against skimage's ``mean_squared_error`` of each source; EN against
+    ``skimage.measure.shannon_entropy(base=2)`` (entropy of the value counts, which for whole grey
+    levels is the 256-bin histogram's); MI through the identity ``H(A) + H(B) − H(A, B)`` with
+    skimage's entropy of the joint code ``256 A + B`` (a different histogram path from bincount)."""
+    metrics = _skimage_metrics()
+    measure = pytest.importorskip("skimage.measure", reason="scikit-image (the dev extra) is not installed")
+    visible, infrared = _bundled_pair(name)
+    grey, ir = to_grey(visible), infrared.astype(np.float64)
+    fused = np.rint((grey + ir) / 2)
+    assert psnr(grey, ir) == pytest.approx(metrics.peak_signal_noise_ratio(grey, ir, data_range=255), rel=1e-12)
+    mse = (metrics.mean_squared_error(grey, fused) + metrics.mean_squared_error(ir, fused)) / 2
+    assert fusion_psnr(fused, grey, ir) == pytest.approx(10 * math.log10(255 ** 2 / mse), rel=1e-12)
+    for image in (grey, ir, fused):
+        assert entropy(image) == pytest.approx(measure.shannon_entropy(image, base=2), rel=1e-12)
+    joint = measure.shannon_entropy(LEVELS_CODE * grey + ir, base=2)
+    expected_mi = measure.shannon_entropy(grey, base=2) + measure.shannon_entropy(ir, base=2) - joint
+    assert mutual_information(grey, ir) == pytest.approx(expected_mi, rel=1e-12)
+
+
+LEVELS_CODE = 256   # 256 A + B numbers every (A, B) grey-level pair uniquely
+
+
+# --------------------------------------------------------------------------- independent formulations
+
+def test_spatial_frequency_and_average_gradient_closed_forms() -> None:
+    """Hand-derived on 2×2 and 3×3 arrays (values in the comments).
+
+    ``[[0, 3], [4, 0]]``: row steps 3, −4 → RF² = 25/2; column steps 4, −3 → CF² = 25/2; SF = 5.
+    AG has one grid point (0, 0): dx = 3, dy = 4, AG = sqrt(25/2).
+    ``[[1, 2, 4], [3, 7, 7], [0, 0, 9]]``: row steps 1, 2, 4, 0, 0, 9 → RF² = 102/6 = 17;
+    column steps 2, 5, 3, −3, −7, 2 → CF² = 100/6; SF = sqrt(17 + 50/3). AG over (0,0), (0,1),
+    (1,0), (1,1): (dx, dy) = (1, 2), (2, 5), (4, −3), (0, −7) → mean of sqrt(5/2), sqrt(29/2),
+    sqrt(25/2), sqrt(49/2).
+    """
+    two = np.array([[0.0, 3.0], [4.0, 0.0]])
+    assert spatial_frequency(two) == pytest.approx(5.0, rel=1e-15)
+    assert average_gradient(two) == pytest.approx(math.sqrt(12.5), rel=1e-15)
+    three = np.array([[1.0, 2.0, 4.0], [3.0, 7.0, 7.0], [0.0, 0.0, 9.0]])
+    assert spatial_frequency(three) == pytest.approx(math.sqrt(17 + 50 / 3), rel=1e-15)
+    assert average_gradient(three) == pytest.approx(
+        (math.sqrt(2.5) + math.sqrt(14.5) + math.sqrt(12.5) + math.sqrt(24.5)) / 4, rel=1e-15)
+
+
+def test_scd_closed_form_and_numpy_corrcoef(textured: np.ndarray, other: np.ndarray) -> None:
+    """Hand case: A = 100 + [[1, −1], [0, 0]], B = 100 + [[0, 0], [1, −1]] (zero-mean deviations of
+    equal variance, uncorrelated), F = 2A + B: F − B = 2A correlates 1 with A, F − A = A + B
+    correlates σ_B / sqrt(σ_A² + σ_B²) = 1/√2 with B, so SCD = 1 + 1/√2. Then against numpy's
+    ``corrcoef`` (an independent Pearson) on textured images."""
+    a = 100 + np.array([[1.0, -1.0], [0.0, 0.0]])
+    b = 100 + np.array([[0.0, 0.0], [1.0, -1.0]])
+    assert scd(2 * a + b, a, b) == pytest.approx(1 + 1 / math.sqrt(2), rel=1e-12)
+    fused = np.rint(0.6 * textured + 0.4 * other)
+    expected = (np.corrcoef((fused - other).ravel(), textured.ravel())[0, 1]
+                + np.corrcoef((fused - textured).ravel(), other.ravel())[0, 1])
+    assert scd(fused, textured, other) == pytest.approx(expected, rel=1e-12)
+
+
+def _qabf_by_the_paper(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Qabf written out per pixel from Xydeas & Petrovic (Electronics Letters 36(4), 2000), with the
+    textbook Sobel as differences of weighted column / row sums (zero outside the image): ``sx`` =
+    right column − left column, ``sy`` = lower row − upper row, weights 1, 2, 1. Plain loops and
+    ``math``; shares no code with :func:`qabf`.
+
+    (The MATLAB ``Qabf.m`` of the fusion toolboxes computes ``sx`` with ``conv2``, i.e. of the
+    opposite sign; that changes α where exactly one of two images has ``sx = 0``, and its Qabf by
+    0.03 to 0.2 % on the bundled pairs, so it is not a reference for these digits.)
+    """
+    rows, cols = fused.shape
+
+    def at(image: np.ndarray, y: int, x: int) -> float:
+        return float(image[y, x]) if 0 <= y < rows and 0 <= x < cols else 0.0
+
+    def edge(image: np.ndarray, i: int, j: int) -> tuple[float, float]:
+        sx = sum(w * (at(image, i + d, j + 1) - at(image, i + d, j - 1)) for d, w in ((-1, 1), (0, 2), (1, 1)))
+        sy = sum(w * (at(image, i + 1, j + d) - at(image, i - 1, j + d)) for d, w in ((-1, 1), (0, 2), (1, 1)))
+        return math.sqrt(sx * sx + sy * sy), (math.pi / 2 if sx == 0 else math.atan(sy / sx))
+
+    def preserved(g_s: float, a_s: float, g_f: float, a_f: float) -> float:
+        if g_s == g_f:
+            strength = 1.0                           # equal strengths (both 0 included): fully kept
+        else:
+            strength = min(g_s, g_f) / max(g_s, g_f)
+        orientation = 1 - abs(a_s - a_f) / (math.pi / 2)
+        q_g = 0.9994 / (1 + math.exp(-15 * (strength - 0.5)))
+        q_a = 0.9879 / (1 + math.exp(-22 * (orientation - 0.8)))
+        return q_g * q_a
+
+    numerator = denominator = 0.0
+    for i in range(rows):
+        for j in range(cols):
+            g_f, a_f = edge(fused, i, j)
+            g_a, a_a = edge(a, i, j)
+            g_b, a_b = edge(b, i, j)
+            numerator += preserved(g_a, a_a, g_f, a_f) * g_a + preserved(g_b, a_b, g_f, a_f) * g_b
+            denominator += g_a + g_b
+    return numerator / denominator
+
+
+def test_qabf_matches_a_per_pixel_transcription_of_the_paper(textured: np.ndarray, other: np.ndarray) -> None:
+    """Pinned against :func:`_qabf_by_the_paper` on 16×16 crops (and one with a flat source)."""
+    a, b = textured[10:26, 5:21], other[10:26, 5:21]
+    for fused in (np.rint((a + b) / 2), np.maximum(a, b), np.rint(0.8 * a + 0.2 * b + 7)):
+        assert qabf(fused, a, b) == pytest.approx(_qabf_by_the_paper(fused, a, b), rel=1e-12)
+    flat = np.full_like(a, 40.0)
+    assert qabf(a, flat, b) == pytest.approx(_qabf_by_the_paper(a, flat, b), rel=1e-12)
+
+
+def _vifp_mscale(ref: np.ndarray, dist: np.ndarray) -> float:
+    """Sheikh & Bovik's ``vifp_mscale.m`` (the pixel-domain VIF of the LIVE release that the fusion
+    evaluations call) transcribed line by line: ``fspecial('gaussian', N, N/5)`` built as one 2-D
+    kernel, ``filter2(win, x, 'valid')`` as ``scipy.signal.correlate2d(x, win, 'valid')``, and the
+    masked assignments in the script's order. Shares no code with :func:`vifp`."""
+    signal = pytest.importorskip("scipy.signal", reason="SciPy (with the dev extra's scikit-image) is not installed")
+    sigma_nsq, num, den = 2.0, 0.0, 0.0
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        half = (n - 1) / 2
+        y, x = np.mgrid[-half:half + 1, -half:half + 1]
+        win = np.exp(-(x * x + y * y) / (2 * (n / 5) ** 2))
+        win /= win.sum()
+
+        def filt(image: np.ndarray, win: np.ndarray = win) -> np.ndarray:
+            return signal.correlate2d(image, win, mode="valid")
+
+        if scale > 1:
+            ref, dist = filt(ref)[::2, ::2], filt(dist)[::2, ::2]
+        mu1, mu2 = filt(ref), filt(dist)
+        sigma1_sq = filt(ref * ref) - mu1 * mu1
+        sigma2_sq = filt(dist * dist) - mu2 * mu2
+        sigma12 = filt(ref * dist) - mu1 * mu2
+        sigma1_sq[sigma1_sq < 0] = 0
+        sigma2_sq[sigma2_sq < 0] = 0
+        g = sigma12 / (sigma1_sq + 1e-10)
+        sv_sq = sigma2_sq - g * sigma12
+        low = sigma1_sq < 1e-10
+        g[low] = 0
+        sv_sq[low] = sigma2_sq[low]
+        sigma1_sq[low] = 0
+        low = sigma2_sq < 1e-10
+        g[low] = 0
+        sv_sq[low] = 0
+        low = g < 0
+        sv_sq[low] = sigma2_sq[low]
+        g[low] = 0
+        sv_sq[sv_sq <= 1e-10] = 1e-10
+        num += np.sum(np.log10(1 + g ** 2 * sigma1_sq / (sv_sq + sigma_nsq)))
+        den += np.sum(np.log10(1 + sigma1_sq / sigma_nsq))
+    return float(num / den)
+
+
+@pytest.mark.parametrize("name", BUNDLED[:2])
+def test_vifp_matches_the_matlab_reference_transcribed_on_scipy(name: str) -> None:
+    """Pinned against :func:`_vifp_mscale` on a 160×200 crop of bundled pairs (each source against
+    their average, and infrared against visible), relative 1e-8: its 2-D kernel rounds differently
+    from the separable one, and ``σ² = G(x²) − μ²`` amplifies that on near-flat thermal regions
+    (measured up to 1.1e-9 relative; the other figures agree to ~1e-13)."""
+    visible, infrared = _bundled_pair(name)
+    grey, ir = to_grey(visible)[200:360, 300:500], infrared[200:360, 300:500].astype(np.float64)
+    fused = np.rint((grey + ir) / 2)
+    for ref, dist in ((grey, fused), (ir, fused), (ir, grey)):
+        assert vifp(ref, dist) == pytest.approx(_vifp_mscale(ref, dist), rel=1e-8)
+    assert fusion_vif(fused, grey, ir) == pytest.approx(_vifp_mscale(grey, fused) + _vifp_mscale(ir, fused), rel=1e-8)
