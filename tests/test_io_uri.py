@@ -74,18 +74,18 @@ def test_redaction_hides_passwords_only(text, shown):
 
 # text, role, exact one-line message
 REJECTED = [
-    ("ftp://host/stream", "source", "ftp://host/stream: unknown source scheme 'ftp://' "
-     "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)"),
-    ("rtsp://u:pw@h/s", "sink", "rtsp://u:***@h/s: 'rtsp://' names a source, not an output "
-     "(use display://0, null://, a video file or a folder)"),
-    ("display://0", "source", "display://0: 'display://' names an output, not a source "
-     "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)"),
-    ("null://", "source", "null://: 'null://' names an output, not a source "
-     "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)"),
-    ("csi://0", "sink", "csi://0: 'csi://' names a source, not an output "
-     "(use display://0, null://, a video file or a folder)"),
-    ("webrtc://x", "sink", "webrtc://x: unknown output scheme 'webrtc://' "
-     "(use display://0, null://, a video file or a folder)"),
+    ("ftp://host/stream", "source", ("ftp://host/stream: unknown source scheme 'ftp://' "
+      "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)")),
+    ("rtsp://u:pw@h/s", "sink", ("rtsp://u:***@h/s: 'rtsp://' names a source, not an output "
+      "(use display://0, null://, a video file or a folder)")),
+    ("display://0", "source", ("display://0: 'display://' names an output, not a source "
+      "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)")),
+    ("null://", "source", ("null://: 'null://' names an output, not a source "
+      "(use a folder, image, video, v4l2://, csi://, gst:// or rtsp://)")),
+    ("csi://0", "sink", ("csi://0: 'csi://' names a source, not an output "
+      "(use display://0, null://, a video file or a folder)")),
+    ("webrtc://x", "sink", ("webrtc://x: unknown output scheme 'webrtc://' "
+      "(use display://0, null://, a video file or a folder)")),
     ("csi://0?width=abc", "source", "csi://0?width=abc: option width='abc' is not a positive integer"),
     ("csi://0?height=-5", "source", "csi://0?height=-5: option height='-5' is not a positive integer"),
     ("csi://0?fps=29.97", "source", "csi://0?fps=29.97: option fps='29.97' is not a positive integer"),
@@ -95,14 +95,14 @@ REJECTED = [
     ("csi://cam", "source", "csi://cam: csi sensor id must be a number, not 'cam' (e.g. csi://0)"),
     ("csi://0?width=1&width=2", "source", "csi://0?width=1&width=2: option 'width' given twice"),
     ("v4l2://", "source", "v4l2://: no device after v4l2:// (e.g. v4l2:///dev/video0)"),
-    ("/dev/video0?format=Y16LE", "source", "/dev/video0?format=Y16LE: option format='Y16LE' is not "
-     "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG"),
+    ("/dev/video0?format=Y16LE", "source", ("/dev/video0?format=Y16LE: option format='Y16LE' is not "
+      "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG")),
     ("/dev/video0?fps=0", "source", "/dev/video0?fps=0: option fps='0' is not a positive number"),
     ("/dev/video0?fps=nan", "source", "/dev/video0?fps=nan: option fps='nan' is not a positive number"),
     ("/dev/video0?width=", "source", "/dev/video0?width=: option width='' is not a positive integer"),
     ("data/vi?fps=5", "source", "data/vi?fps=5: unknown option 'fps' for file:// (it takes none)"),
-    ("out.mkv?codec=H.264", "sink", "out.mkv?codec=H.264: option codec='H.264' is not "
-     "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG"),
+    ("out.mkv?codec=H.264", "sink", ("out.mkv?codec=H.264: option codec='H.264' is not "
+      "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG")),
     ("null://?every=2", "sink", "null://?every=2: unknown option 'every' for null:// (it takes none)"),
     ("display://0?title=x", "sink", "display://0?title=x: unknown option 'title' for display:// (it takes none)"),
     ("gst://", "source", "gst://: no pipeline after gst:// (e.g. gst://videotestsrc ! videoconvert ! appsink)"),

@@ -48,7 +48,7 @@ class _LiveReader(threading.Thread):
                 with self.ready:
                     self.frames.append(frame)
                     self.ready.notify_all()
-        except BaseException as exc:  # reported to the consumer thread, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             self.error = exc
         finally:
             with self.ready:

@@ -87,7 +87,7 @@ class Source(ABC):
         """Stream time of a file frame (live frames are stamped at capture instead)."""
         return index / self.fps
 
-    def open(self: _S) -> _S:
+    def open(self: _S) -> _S:  # noqa: PYI019 - typing.Self is 3.11+
         """Open (again) for reading; a closed file source starts over from its first frame."""
         if not self._opened:
             self._closing.clear()
@@ -145,7 +145,7 @@ class Source(ABC):
         finally:
             self.close()
 
-    def __enter__(self: _S) -> _S:
+    def __enter__(self: _S) -> _S:  # noqa: PYI019 - typing.Self is 3.11+
         return self.open()
 
     def __exit__(self, *exc: object) -> None:

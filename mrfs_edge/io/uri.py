@@ -32,7 +32,7 @@ from mrfs_edge.core.errors import MrfsEdgeError, SourceError
 
 Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null"]
 Role = Literal["source", "sink"]
-OptionValue = Union[int, float, str]
+OptionValue = Union[int, float, str]  # noqa: UP007 - a runtime alias: `int | float` needs 3.10
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
