@@ -1,57 +1,76 @@
 """Segmentation evaluation of any backend over a labelled pair folder (authors' mIoU).
 
-A backend is reduced to a function ``infer(visible, infrared) -> (seg, fused)`` on numpy NCHW
-float inputs; the same loop scores PyTorch, ONNX Runtime and TensorRT, so every figure the
-toolkit prints comes from one implementation.
+A backend is a runner (its contract and ``infer(feed)``), or a function
+``infer(visible, infrared) -> (seg, fused)`` on numpy NCHW float inputs (PyTorch during
+training). Both go through the model I/O adapter (:mod:`mrfs_edge.processing.adapter`) that
+the runtime uses, so PyTorch, ONNX Runtime and TensorRT, float or uint8 I/O, logits or labels,
+are scored by one implementation and a model the runtime runs is one evaluation can score.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Callable, Tuple
+from collections.abc import Iterable, Mapping
+from typing import Callable, Tuple, Union  # noqa: UP035 (run-time aliases subscript on 3.8)
 
-import cv2
 import numpy as np
 
+from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.io.pairs import Pair
 from mrfs_edge.metrics.segmentation import SegmentationScore
-from mrfs_edge.processing.preprocess import to_network_inputs
+from mrfs_edge.processing.adapter import ModelAdapter, ModelRunner
 
 # typing's generics: a run-time alias must subscript on Python 3.8 (JetPack 5)
-InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]  # noqa: UP006
+Model = Union[ModelRunner, InferFn]  # noqa: UP007
 
 
-def predict_labels(infer: InferFn, pair: Pair, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Class map ``H×W`` and fused ``3×H×W`` for one pair at its own resolution.
+class FunctionRunner:
+    """An :data:`InferFn` as a runner: float NCHW inputs (1-channel infrared), logits or labels out.
+
+    Its contract has no size: an evaluation adapter sizes each input from its pair.
+    """
+
+    def __init__(self, infer: InferFn, num_classes: int = 0) -> None:
+        self.function = infer
+        self.contract = ModelContract("function", num_classes, 0, 0, 0)
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seg, fused = self.function(feed["visible"], feed["infrared"])
+        return {self.contract.seg_name: seg, "fused": fused}
+
+
+def as_runner(model: Model, num_classes: int = 0) -> ModelRunner:
+    return model if isinstance(model, ModelRunner) else FunctionRunner(model, num_classes)
+
+
+def evaluation_adapter(runner: ModelRunner, scale: float = 1.0) -> ModelAdapter:
+    """Each pair at its own size (times ``scale``), padded to the stride; logits resized back, then argmax.
+
+    This is the authors' evaluation; a fixed-size model must be given pairs of its size.
+    """
+    return ModelAdapter(runner.contract, size="frame", scale=scale, upsample="logits")
+
+
+def predict_labels(model: Model, pair: Pair, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class map ``H×W`` (uint8) and fused ``3×H×W`` (float32 in [0, 1]) for one pair at its own resolution.
 
     ``scale`` < 1 runs the network on a downscaled pair and resizes logits back (bilinear),
     for models trained at reduced resolution.
     """
-    visible, infrared = pair.visible, pair.infrared
-    height, width = pair.size
-    if scale != 1.0:
-        size = (round(width * scale), round(height * scale))
-        visible = cv2.resize(visible, size, interpolation=cv2.INTER_LINEAR)
-        infrared = cv2.resize(infrared, size, interpolation=cv2.INTER_LINEAR)
-    vis, ir, padding = to_network_inputs(visible, infrared)
-    seg, fused = infer(vis, ir)
-    seg, fused = padding.crop(seg[0]), padding.crop(fused[0])
-    if seg.ndim == 2:  # the graph already took the argmax
-        labels = seg if scale == 1.0 else cv2.resize(seg.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
-        return labels.astype(np.int64), fused
-    if scale != 1.0:
-        seg = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in seg])
-        fused = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in fused])
-    return seg.argmax(axis=0), fused
+    runner = as_runner(model)
+    (output,) = evaluation_adapter(runner, scale).run(runner, [(pair.visible, pair.infrared)])
+    return output.labels, output.fused_unit()
 
 
-def evaluate_segmentation(infer: InferFn, pairs: Iterable[Pair], num_classes: int,
+def evaluate_segmentation(model: Model, pairs: Iterable[Pair], num_classes: int,
                           class_names: tuple[str, ...] | None = None, scale: float = 1.0,
                           progress: Callable[[Iterable[Pair]], Iterable[Pair]] | None = None) -> SegmentationScore:
     """Accumulate the authors' confusion matrix over ``pairs`` (each must have a label)."""
     score = SegmentationScore(num_classes, class_names)
+    runner = as_runner(model, num_classes)
+    adapter = evaluation_adapter(runner, scale)
     for pair in progress(pairs) if progress else pairs:
         if pair.label is None:
             raise ValueError(f"pair {pair.name} has no label")
-        labels, _ = predict_labels(infer, pair, scale)
-        score.update(pair.label, labels)
+        (output,) = adapter.run(runner, [(pair.visible, pair.infrared)])
+        score.update(pair.label, output.labels)
     return score

@@ -2,7 +2,8 @@
 
 Every figure comes from :mod:`mrfs_edge.metrics` and every prediction from
 :func:`~mrfs_edge.evaluation.predict_labels`, the loop that scores backends elsewhere in the
-toolkit, so the benchmark cannot disagree with evaluation or calibration summaries.
+toolkit, through the model I/O adapter the runtime uses: the benchmark cannot disagree with
+evaluation, and scores every model layout (uint8 I/O, labels, 3-channel infrared) the runtime runs.
 Signs: ``miou_drop`` = reference mIoU − this mIoU (positive: worse than the reference);
 ``per_class_iou_delta`` and ``fusion_delta`` = this − reference.
 """
@@ -70,7 +71,7 @@ def run_pairs(runner: Runner, pairs: Iterable[Pair],
         if fixed is not None and network_size(pair) != fixed:
             raise DatasetError(f"pair {pair.name} is {pair.size[1]}x{pair.size[0]} but the model input is "
                                f"{fixed[1]}x{fixed[0]}: the pairs of one benchmark must share one size")
-        labels, fused = predict_labels(runner.infer_pair, pair)
+        labels, fused = predict_labels(runner, pair)
         tick()
         yield pair, PairOutputs(labels, fused)
 

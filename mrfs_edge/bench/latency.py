@@ -1,8 +1,8 @@
 """Latency of one runner: model-only times, end-to-end times through the runtime's pre/post steps, memory.
 
 Each timed run is one frame (or one batch of frames) taken the way the runtime pipeline takes
-it: :func:`~mrfs_edge.processing.preprocess.fit_to_model` (pre), ``runner.infer`` (model) and
-:func:`~mrfs_edge.runtime.pipeline.restore_outputs` (post), one after the other on this thread.
+it, through the model I/O adapter (:class:`~mrfs_edge.processing.adapter.ModelAdapter`):
+``feed`` (pre), ``runner.infer`` (model) and ``restore`` (post), one after the other on this thread.
 The model-only time is the runner's own ``last_inference_time``; the end-to-end time is the
 sum of the three, i.e. the latency of a frame through an idle pipeline (the threaded pipeline
 overlaps the stages, so its throughput is higher: see :mod:`mrfs_edge.runtime.throughput`).
@@ -19,8 +19,7 @@ import numpy as np
 
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.io.pairs import Pair
-from mrfs_edge.processing.preprocess import FrameFit, fit_to_model
-from mrfs_edge.runtime.pipeline import restore_outputs
+from mrfs_edge.processing.adapter import ModelAdapter
 
 PERCENTILES = (50, 90, 99)
 
@@ -31,27 +30,14 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
     return {"mean_ms": float(ms.mean()), **{f"p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}}
 
 
-def batch_feed(pairs: Sequence[Pair], runner: Runner) -> tuple[dict[str, np.ndarray], list[FrameFit]]:
-    """The pipeline's feed for each pair, stacked along the batch axis, and each pair's fit."""
-    feeds, fits = [], []
-    for pair in pairs:
-        feed, fit = fit_to_model(pair.visible, pair.infrared, runner.contract)
-        feeds.append(feed)
-        fits.append(fit)
-    if len(feeds) == 1:        # as the pipeline feeds it (a static-batch model gets its batch filled)
-        return feeds[0], fits
-    return {n: np.concatenate([f[n][:1] for f in feeds]) for n in runner.contract.input_names}, fits
-
-
-def run_once(runner: Runner, pairs: Sequence[Pair]) -> tuple[float, float, float]:
+def run_once(runner: Runner, adapter: ModelAdapter, pairs: Sequence[Pair]) -> tuple[float, float, float]:
     """``(pre, model, post)`` seconds for one batch of ``pairs`` through the pipeline's steps."""
     start = time.perf_counter()
-    feed, fits = batch_feed(pairs, runner)
+    feed, fits = adapter.feed([(pair.visible, pair.infrared) for pair in pairs])
     prepared = time.perf_counter()
     outputs = runner.infer(feed)
     inferred = time.perf_counter()
-    for i, fit in enumerate(fits):
-        restore_outputs({name: value[i:i + 1] for name, value in outputs.items()}, runner.contract, fit)
+    adapter.restore(outputs, fits)
     finished = time.perf_counter()
     assert runner.last_inference_time is not None
     return prepared - start, runner.last_inference_time, finished - inferred
@@ -68,10 +54,11 @@ def measure_latency(runner: Runner, pairs: Sequence[Pair], batch: int, runs: int
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0 and batch >= 1 (got {runs}, {warmup}, {batch})")
     runner.activate()
+    adapter = ModelAdapter(runner.contract)
     pre, model, post = [], [], []
     for k in range(warmup + runs):
         chosen = [pairs[(k * batch + i) % len(pairs)] for i in range(batch)]
-        times = run_once(runner, chosen)
+        times = run_once(runner, adapter, chosen)
         tick()
         if k >= warmup:
             for store, value in zip((pre, model, post), times):

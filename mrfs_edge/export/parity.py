@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ from mrfs_edge.core.export_options import ExportOptions
 from mrfs_edge.io.pairs import PairFolder
 from mrfs_edge.metrics.agreement import AgreementScore
 from mrfs_edge.model.network import MRFS
+from mrfs_edge.processing.adapter import ModelAdapter
 
 
 @dataclass
@@ -54,23 +55,26 @@ def parity_frames(data: str | os.PathLike[str] | None, split: str | os.PathLike[
     return [(folder[int(i)].visible, folder[int(i)].infrared) for i in dict.fromkeys(picks)]
 
 
-def batch_inputs(frames: list[tuple[np.ndarray, np.ndarray]], start: int, shape: tuple[int, int, int]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 NHWC visible and infrared batches resized to ``shape``, cycling over ``frames``."""
+def batch_frames(frames: list[tuple[np.ndarray, np.ndarray]], start: int, shape: tuple[int, int, int]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``shape[0]`` (visible, infrared) frames resized to ``shape``'s H×W, cycling over ``frames``."""
     n, h, w = shape
-    vis, ir = [], []
-    for k in range(n):
-        visible, infrared = frames[(start + k) % len(frames)]
-        vis.append(cv2.resize(visible, (w, h), interpolation=cv2.INTER_AREA))
-        ir.append(cv2.resize(infrared, (w, h), interpolation=cv2.INTER_AREA)[..., None])
-    return np.stack(vis), np.stack(ir)
+    return [tuple(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) for image in frames[(start + k) % len(frames)])
+            for k in range(n)]  # type: ignore[misc]
 
 
 def check_parity(model: MRFS, onnx_path: Path, contract: ModelContract, options: ExportOptions,
                  data: str | os.PathLike[str] | None = None, split: str | os.PathLike[str] | None = None
                  ) -> list[ParityResult]:
+    """ONNX Runtime against PyTorch on the same frames, fed by the model I/O adapter.
+
+    The ONNX file gets the feed of its own contract (uint8 NHWC, 3-channel infrared), PyTorch the
+    float NCHW feed of the same pixels; the frames have a test shape, so no padding is involved.
+    """
     frames = parity_frames(data, split, options.parity_pairs)
     runner = OnnxRuntimeRunner(onnx_path, contract=contract)
+    adapter = ModelAdapter(contract, size="frame")
+    reference = ModelAdapter(replace(contract, uint8_io=False), size="frame")
     # uint8 fused frames are compared on the [0, 1] scale: one rounding step is 1/255.
     fused_limit = 1.0 / 255.0 + 1e-6 if contract.uint8_io else options.tolerance
     results = []
@@ -78,14 +82,12 @@ def check_parity(model: MRFS, onnx_path: Path, contract: ModelContract, options:
         for shape in test_shapes(contract):
             score = AgreementScore()
             for start in range(0, len(frames), shape[0]):
-                vis_u8, ir_u8 = batch_inputs(frames, start, shape)
-                if contract.ir_channels == 3:
-                    ir_u8 = np.repeat(ir_u8, 3, axis=3)
-                vis = vis_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-                ir = ir_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+                pairs = batch_frames(frames, start, shape)
+                ref_feed, _ = reference.feed(pairs)
+                feed, _ = adapter.feed(pairs)
                 with torch.inference_mode():
-                    ref_seg, ref_fused = (t.numpy() for t in model(torch.from_numpy(vis), torch.from_numpy(ir)))
-                feed = {"visible": vis_u8, "infrared": ir_u8} if contract.uint8_io else {"visible": vis, "infrared": ir}
+                    ref_seg, ref_fused = (t.numpy() for t in model(*(torch.from_numpy(ref_feed[name])
+                                                                     for name in contract.input_names)))
                 out = runner.infer(feed)
                 for i in range(shape[0]):
                     score.update(ref_seg[i], out[contract.seg_name][i], ref_fused[i], out["fused"][i])
