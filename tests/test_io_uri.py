@@ -8,46 +8,46 @@ import pytest
 from mrfs_edge.core.errors import SourceError
 from mrfs_edge.io.uri import URI, SinkError, parse_uri, redact
 
-# text, role, scheme, location, options, is_video, live
+# text, role, scheme, location, options, is_video
 ACCEPTED = [
-    ("data/vi", "source", "file", "data/vi", {}, False, False),
-    ("file:///abs/vi", "source", "file", "/abs/vi", {}, False, False),
-    ("file://rel/00147D.png", "source", "file", "rel/00147D.png", {}, False, False),
-    ("clip.MP4", "source", "file", "clip.MP4", {}, True, False),
-    ("/dev/video0", "source", "v4l2", "/dev/video0", {}, False, True),
+    ("data/vi", "source", "file", "data/vi", {}, False),
+    ("file:///abs/vi", "source", "file", "/abs/vi", {}, False),
+    ("file://rel/00147D.png", "source", "file", "rel/00147D.png", {}, False),
+    ("clip.MP4", "source", "file", "clip.MP4", {}, True),
+    ("/dev/video0", "source", "v4l2", "/dev/video0", {}, False),
     ("/dev/video0?format=Y16&width=640&height=512&fps=30", "source", "v4l2", "/dev/video0",
-     {"format": "Y16", "width": 640, "height": 512, "fps": 30.0}, False, True),
+     {"format": "Y16", "width": 640, "height": 512, "fps": 30.0}, False),
     ("v4l2:///dev/video1?format=GREY&fps=8.7", "source", "v4l2", "/dev/video1",
-     {"format": "GREY", "fps": 8.7}, False, True),
-    ("csi://0", "source", "csi", "0", {}, False, True),
-    ("csi://", "source", "csi", "", {}, False, True),
+     {"format": "GREY", "fps": 8.7}, False),
+    ("csi://0", "source", "csi", "0", {}, False),
+    ("csi://", "source", "csi", "", {}, False),
     ("CSI://1?width=1280&height=720&fps=60&flip=2", "source", "csi", "1",
-     {"width": 1280, "height": 720, "fps": 60, "flip": 2}, False, True),
+     {"width": 1280, "height": 720, "fps": 60, "flip": 2}, False),
     ("gst://videotestsrc ! video/x-raw, width=640 ! appsink", "source", "gst",
-     "videotestsrc ! video/x-raw, width=640 ! appsink", {}, False, True),
+     "videotestsrc ! video/x-raw, width=640 ! appsink", {}, False),
     ("rtsp://admin:secret@10.0.0.2/stream?channel=1", "source", "rtsp",
-     "rtsp://admin:secret@10.0.0.2/stream?channel=1", {}, False, True),     # the query is the server's
-    ("rtsps://cam/live", "source", "rtsps", "rtsps://cam/live", {}, False, True),
-    ("https://host/live.m3u8", "source", "https", "https://host/live.m3u8", {}, False, True),
-    ("http://host/mjpeg", "source", "http", "http://host/mjpeg", {}, False, True),
-    ("rtmp://host/app", "source", "rtmp", "rtmp://host/app", {}, False, True),
-    ("display://0", "sink", "display", "0", {}, False, False),
-    ("display://", "sink", "display", "0", {}, False, False),
-    ("display", "sink", "display", "0", {}, False, False),
-    ("null://", "sink", "null", "", {}, False, False),
-    ("out.mp4", "sink", "file", "out.mp4", {}, True, False),
-    ("file://runs/out.mkv?codec=MJPG", "sink", "file", "runs/out.mkv", {"codec": "MJPG"}, True, False),
-    ("runs/frames", "sink", "file", "runs/frames", {}, False, False),
+     "rtsp://admin:secret@10.0.0.2/stream?channel=1", {}, False),     # the query is the server's
+    ("rtsps://cam/live", "source", "rtsps", "rtsps://cam/live", {}, False),
+    ("https://host/live.m3u8", "source", "https", "https://host/live.m3u8", {}, False),
+    ("http://host/mjpeg", "source", "http", "http://host/mjpeg", {}, False),
+    ("rtmp://host/app", "source", "rtmp", "rtmp://host/app", {}, False),
+    ("display://0", "sink", "display", "0", {}, False),
+    ("display://", "sink", "display", "0", {}, False),
+    ("display", "sink", "display", "0", {}, False),
+    ("null://", "sink", "null", "", {}, False),
+    ("out.mp4", "sink", "file", "out.mp4", {}, True),
+    ("file://runs/out.mkv?codec=MJPG", "sink", "file", "runs/out.mkv", {"codec": "MJPG"}, True),
+    ("runs/frames", "sink", "file", "runs/frames", {}, False),
 ]
 
 
-@pytest.mark.parametrize("text, role, scheme, location, options, is_video, live", ACCEPTED,
+@pytest.mark.parametrize("text, role, scheme, location, options, is_video", ACCEPTED,
                          ids=[f"{a[1]}:{a[0]}" for a in ACCEPTED])
-def test_every_accepted_form(text, role, scheme, location, options, is_video, live):
+def test_every_accepted_form(text, role, scheme, location, options, is_video):
     uri = parse_uri(text, role)
     assert (uri.text, uri.scheme, uri.location, dict(uri.options)) == (text, scheme, location, options)
     assert [type(v) for v in uri.options.values()] == [type(v) for v in options.values()]   # typed, not str
-    assert (uri.is_video, uri.live) == (is_video, live)
+    assert uri.is_video == is_video
 
 
 def test_uri_is_frozen_and_its_options_read_only():

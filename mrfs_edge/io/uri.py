@@ -21,11 +21,11 @@ form                                  role      options (query string, typed her
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Union
+from typing import Callable, Literal, Tuple, Union  # noqa: UP035 (run-time aliases subscript on 3.8)
 from urllib.parse import parse_qsl
 
 from mrfs_edge.core.errors import MrfsEdgeError, SourceError
@@ -79,19 +79,17 @@ def _fourcc(text: str) -> str:
     return text
 
 
-# What each option's value must be, said in the error when it is not.
-_KINDS: dict[str, tuple[Callable[[str], OptionValue], str]] = {
-    "positive int": (_positive_int, "a positive integer"),
-    "positive float": (_positive_float, "a positive number"),
-    "flip": (_flip, "an nvvidconv flip-method from 0 to 7"),
-    "fourcc": (_fourcc, "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG"),
-}
-# (scheme, role) → option → kind. A scheme missing here takes no options.
-_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
-    ("v4l2", "source"): {"format": "fourcc", "width": "positive int", "height": "positive int",
-                         "fps": "positive float"},
-    ("csi", "source"): {"width": "positive int", "height": "positive int", "fps": "positive int", "flip": "flip"},
-    ("file", "sink"): {"codec": "fourcc"},
+# An option's converter, and what its value must be (said in the error when it is not).
+_Kind = Tuple[Callable[[str], OptionValue], str]  # noqa: UP006 - a runtime alias: tuple[...] needs 3.9
+_POSITIVE_INT: _Kind = (_positive_int, "a positive integer")
+_POSITIVE_FLOAT: _Kind = (_positive_float, "a positive number")
+_FLIP: _Kind = (_flip, "an nvvidconv flip-method from 0 to 7")
+_FOURCC: _Kind = (_fourcc, "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG")
+# The options each (scheme, role) takes; one missing here takes none.
+_OPTIONS: dict[tuple[str, str], dict[str, _Kind]] = {
+    ("v4l2", "source"): {"format": _FOURCC, "width": _POSITIVE_INT, "height": _POSITIVE_INT, "fps": _POSITIVE_FLOAT},
+    ("csi", "source"): {"width": _POSITIVE_INT, "height": _POSITIVE_INT, "fps": _POSITIVE_INT, "flip": _FLIP},
+    ("file", "sink"): {"codec": _FOURCC},
 }
 
 
@@ -127,11 +125,6 @@ class URI:
         """A ``file`` URI whose extension names a video container (else a folder or an image)."""
         return self.scheme == "file" and self.path.suffix.lower() in VIDEO_EXTENSIONS
 
-    @property
-    def live(self) -> bool:
-        """A camera or stream (stamped at capture, reconnected), not a file replayed at its own pace."""
-        return self.scheme in ("v4l2", "csi", "gst") + NETWORK_SCHEMES
-
 
 def _split(text: str) -> tuple[str, str]:
     """``(scheme, rest)``; bare paths are ``file``, bare ``/dev/video*`` is ``v4l2``, ``display`` a display."""
@@ -155,7 +148,7 @@ def _options(shown: str, scheme: str, role: Role, query: str, error: type[MrfsEd
             raise error(f"{shown}: unknown option '{name}' for {scheme}:// ({listed})")
         if name in options:
             raise error(f"{shown}: option '{name}' given twice")
-        parse, expected = _KINDS[known[name]]
+        parse, expected = known[name]
         try:
             options[name] = parse(value)
         except ValueError:
