@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx", reason="the tests edit ONNX graphs (workstati
 
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
-from mrfs_edge.backends.sidecar import EngineSidecar
+from mrfs_edge.backends.sidecar import EngineSidecar, write_sidecar
 from mrfs_edge.core.errors import ExportError
 from mrfs_edge.engine.builder import EngineBuildConfig
 from mrfs_edge.tools import build_engine as cli
@@ -72,12 +72,14 @@ class _RecordingBuild:
     def __call__(self, onnx_path, engine_path, config) -> EngineSidecar:
         self.calls.append((Path(onnx_path), Path(engine_path), config))
         Path(engine_path).write_bytes(b"engine")
-        return EngineSidecar(
+        sidecar = EngineSidecar(
             engine_file=Path(engine_path).name, engine_sha256="0" * 64, tensorrt_version="10.3.0", gpu_name="Orin",
             compute_capability=(8, 7), precision=config.precision, strongly_typed=False, quant=config.quant,
             dla_core=config.dla_core, pins={}, input_shapes={}, profiles=[], onnx_file=Path(onnx_path).name,
             onnx_sha256="0" * 64, build_time_s=1.0, built_at="2026-11-27T00:00:00+00:00", toolkit_version="test",
             contract=read_onnx_contract(onnx_path))
+        write_sidecar(engine_path, sidecar)   # what the real builder leaves beside the engine
+        return sidecar
 
 
 def test_with_tensorrt_the_builder_gets_the_flags_and_a_qdq_graph_is_built_as_is(tmp_path, demo_onnx, monkeypatch):
@@ -114,7 +116,8 @@ def test_implicit_calibration_refuses_a_method_tensorrt_lacks(tmp_path, demo_onn
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "export" / "build_engine.py"), "--int8", "--onnx",
-                             str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=120)
+                             str(tmp_path / "missing.onnx")], check=False, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.onnx'}: no such ONNX file"]
 
@@ -131,3 +134,22 @@ def test_tf32_reaches_the_builder_only_when_asked(tmp_path, demo_onnx, monkeypat
         assert cli.main(["--fp32", *flags, "--onnx", str(demo_onnx), "--output-dir", str(tmp_path)]) == 0
         assert build.calls[-1][2].allow_tf32 is expected
     assert "--tf32" in json.loads((tmp_path / f"{demo_onnx.stem}.fp32.build.json").read_text())["target_command"]
+
+
+def test_an_engine_is_reused_for_the_same_flags_and_rebuilt_when_one_changes(tmp_path, demo_onnx, monkeypatch):
+    build = _RecordingBuild()
+    machine = ["TensorRT 10.3 on Orin (sm87)"]
+    monkeypatch.setattr("mrfs_edge.backends.machine.tensorrt_status", lambda: (True, machine[0]))
+    monkeypatch.setattr("mrfs_edge.engine.builder.build_engine", build)
+
+    def run(*flags: str) -> dict:
+        assert cli.main(["--fp32", "--onnx", str(demo_onnx), "--output-dir", str(tmp_path), *flags]) == 0
+        return json.loads((tmp_path / f"{demo_onnx.stem}.fp32.build.json").read_text())["engine"]
+
+    first = run("--workspace", "512")
+    assert run("--workspace", "512", "--timing-cache", str(tmp_path / "t.cache")) == first and len(build.calls) == 1
+    run("--workspace", "256")
+    assert len(build.calls) == 2 and build.calls[-1][2].workspace_mib == 256
+    machine[0] = "TensorRT 10.7 on Orin (sm87)"   # an engine runs only on the release that built it
+    run("--workspace", "256")
+    assert len(build.calls) == 3
