@@ -8,11 +8,11 @@ import pytest
 from test_runtime_pipeline import standin_onnx
 
 from mrfs_edge.assets import SAMPLES
+from mrfs_edge.core.errors import SinkError
 from mrfs_edge.io.sinks import (
     ImageFolderSink,
     NullSink,
     Rendered,
-    SinkError,
     VideoFileSink,
     open_sink,
     open_sinks,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mrfs_edge.core.errors import SourceError
-from mrfs_edge.io.uri import URI, SinkError, parse_uri, redact
+from mrfs_edge.core.errors import SinkError, SourceError
+from mrfs_edge.io.uri import URI, parse_uri, redact
 
 # text, role, scheme, location, options, is_video
 ACCEPTED = [

@@ -33,6 +33,10 @@ class SourceError(MrfsEdgeError):
     """A camera or video source cannot be opened or stopped delivering frames."""
 
 
+class SinkError(MrfsEdgeError):
+    """An output (display, video file, image folder) cannot be created or written."""
+
+
 class ExportError(MrfsEdgeError):
     """An export failed its parity check or produced an invalid graph."""
 

@@ -10,12 +10,19 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence  # subscripted as a base class: collections.abc's is not on 3.8
+from typing import (
+    Sequence,  # subscripted as a base class: collections.abc's is not on 3.8
+)
 
 import numpy as np
 
 from mrfs_edge.core.errors import DatasetError, ImageError
-from mrfs_edge.io.images import IMAGE_EXTENSIONS, read_infrared, read_label, read_visible
+from mrfs_edge.io.images import (
+    IMAGE_EXTENSIONS,
+    read_infrared,
+    read_label,
+    read_visible,
+)
 
 LAYOUTS: dict[str, tuple[str, str, str]] = {
     "msrs": ("vi", "ir", "label"),

@@ -22,8 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mrfs_edge.core.errors import SinkError
 from mrfs_edge.io.images import write_image
-from mrfs_edge.io.uri import SinkError, parse_uri
+from mrfs_edge.io.uri import parse_uri
 
 LOG = logging.getLogger(__name__)
 

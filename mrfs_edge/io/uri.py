@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Callable, Literal, Tuple, Union  # noqa: UP035 (run-time aliases subscript on 3.8)
 from urllib.parse import parse_qsl
 
-from mrfs_edge.core.errors import MrfsEdgeError, SourceError
+from mrfs_edge.core.errors import MrfsEdgeError, SinkError, SourceError
 
 Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null"]
 Role = Literal["source", "sink"]
@@ -41,10 +41,6 @@ SINK_SCHEMES = ("file", "display", "null")
 SOURCE_HINT = "use a folder, image, video, v4l2://, csi://, gst:// or rtsp://"
 SINK_HINT = "use display://0, null://, a video file or a folder"
 NOUN = {"source": "source", "sink": "output"}
-
-
-class SinkError(MrfsEdgeError):
-    """An output cannot be created or written (defined beside the parser, which raises it first)."""
 
 
 def redact(uri: str) -> str:
