@@ -235,3 +235,25 @@ def test_benchmark_qdq_row_recalibrates_when_its_calibration_config_changes(tmp_
     caplog.clear()
     assert qdq_for(CalibrationConfig(method="max", **{**cheap, "count": 3})) == path
     assert calls == ["max", "max"] and "key differs (inputs.calibration.count, inputs.calibration.pairs" in caplog.text
+
+
+def test_the_target_side_of_the_workflow_needs_no_torch_or_onnx(tmp_path):
+    """A Jetson keys and reuses engines through mrfs_edge.deploy (build_engine.py --onnx) without them."""
+    import subprocess
+    import sys
+
+    graph = _file(tmp_path / "m.int8.onnx", b"graph")
+    code = ("import sys\n"
+            "for name in ('torch', 'onnx', 'onnxconverter_common', 'onnxslim', 'modelopt', 'tensorrt'):\n"
+            "    sys.modules[name] = None\n"
+            "import mrfs_edge.tools.build_engine\n"
+            "from mrfs_edge.deploy import EngineBuild\n"
+            "from mrfs_edge.engine.builder import EngineBuildConfig\n"
+            f"print(EngineBuild(__import__('pathlib').Path({str(graph)!r}), EngineBuildConfig(precision='int8'), "
+            "'TensorRT 10.3 on Orin').key().digest)\n")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert process.returncode == 0, process.stderr
+    from mrfs_edge.engine.builder import EngineBuildConfig
+
+    assert process.stdout.strip() == EngineBuild(graph, EngineBuildConfig(precision="int8"),
+                                                 "TensorRT 10.3 on Orin").key().digest
