@@ -6,12 +6,15 @@ an optional ``--backend``. Nothing here imports TensorRT or torch until a model 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.errors import ModelFileError
+
+LOG = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 # ONNX Runtime execution providers per --backend, best first; missing ones fall back to CPU.
@@ -50,13 +53,12 @@ def open_runner(path: str | os.PathLike[str], backend: str | None = None, **opti
 
 def _onnxruntime_runner(path: Path, backend: str, **options: Any) -> Runner:
     from mrfs_edge.backends.onnxruntime_runner import PROVIDER_ALIASES, OnnxRuntimeRunner
-    from mrfs_edge.core.log import announce
 
     wanted = ONNXRUNTIME_PROVIDERS[backend]
     runner = OnnxRuntimeRunner(path, providers=wanted, **options)
     if backend != "onnxruntime" and runner.providers[0] != PROVIDER_ALIASES[wanted[0]]:
-        announce(f"{backend}: {PROVIDER_ALIASES[wanted[0]]} is not available in this onnxruntime; "
-                 f"running on {runner.providers[0]}")
+        LOG.warning(f"{backend}: {PROVIDER_ALIASES[wanted[0]]} is not available in this onnxruntime; "
+                    f"running on {runner.providers[0]}")
     return runner
 
 

@@ -12,17 +12,19 @@ outputs a workstation run saved with --save-reference ref.npz.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
 from mrfs_edge.bench.modes import ALIASES, MODES
-from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.tools.defaults import checkpoint_or_default, data_or_default
+
+LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CliParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="MRFS checkpoint (default: the bundled demo model)")
     p.add_argument("--onnx", help="FP32 ONNX of that checkpoint to use instead of exporting it (without "
                                   "PyTorch: the reference; default there: the FP32 ONNX beside --engine)")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = text[text.index("**ONNX Runtime") if "**ONNX Runtime" in text else text.index("## Summary"):
                    text.index("## Latency")]
     print(summary.rstrip())
-    print("\nwrote " + ", ".join(str(p) for p in result.paths.values()), file=sys.stderr)
+    LOG.info("wrote " + ", ".join(str(p) for p in result.paths.values()))
     return 0
 
 

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from mrfs_edge.assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES
 from mrfs_edge.calibration.options import CALIBRATION_METHODS, Budget
-from mrfs_edge.core.cli import run_cli
-from mrfs_edge.core.log import announce
+from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.io.pairs import PairFolder
+
+LOG = logging.getLogger(__name__)
 
 
 def parse_budget(text: str) -> Budget:
@@ -55,7 +57,7 @@ def folders_from_args(args: argparse.Namespace) -> tuple[PairFolder, PairFolder]
     if args.calib_dir:
         calib = PairFolder(args.calib_dir, args.calib_split)
     else:
-        announce(f"no --calib-dir given: calibrating on the bundled pairs in {CALIB_SPLIT.name}")
+        LOG.info(f"no --calib-dir given: calibrating on the bundled pairs in {CALIB_SPLIT.name}")
         calib = PairFolder(SAMPLES, CALIB_SPLIT)
     return calib, eval_folder_from_args(args)
 
@@ -69,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="calibrate.py", description=__doc__)
+    p = CliParser(prog="calibrate.py", description=__doc__)
     p.add_argument("--onnx", help="FP32 ONNX exported by export_onnx.py (default: the demo model)")
     p.add_argument("--output-dir", default="build", help="where the Q/DQ model, range table and summary go")
     add_calibration_arguments(p)

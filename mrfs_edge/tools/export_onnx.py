@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.export_options import DYNAMIC_CHOICES, ExportOptions, parse_shape
 from mrfs_edge.tools.defaults import checkpoint_or_default
 
@@ -52,7 +52,7 @@ def default_onnx_name(options: ExportOptions, checkpoint: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="export_onnx.py", description=__doc__)
+    p = CliParser(prog="export_onnx.py", description=__doc__)
     add_export_arguments(p)
     p.add_argument("--output", help="ONNX path (default: build/<checkpoint>_<H>x<W>[...].onnx)")
     args = p.parse_args(argv)

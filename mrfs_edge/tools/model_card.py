@@ -7,15 +7,15 @@ ends with the figures as JSON, which the tests read to re-check the card against
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import re
 import sys
 from pathlib import Path
 
 from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
 from mrfs_edge.core.classes import class_names_for
-from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.files import write_bytes_atomic
 from mrfs_edge.evaluation import evaluate_segmentation
 from mrfs_edge.io.pairs import PairFolder
@@ -23,6 +23,7 @@ from mrfs_edge.metrics.segmentation import SegmentationScore
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
+LOG = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, folder: PairFolder) -> SegmentationScore:
@@ -79,7 +80,7 @@ def _parse_set(text: str) -> tuple[str, PairFolder]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mrfs_edge.tools.model_card", description=__doc__)
+    p = CliParser(prog="python -m mrfs_edge.tools.model_card", description=__doc__)
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
     p.add_argument("--card", default=str(DEMO_MODEL_CARD))
     p.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER[:SPLIT]")
@@ -89,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         name, folder = _parse_set(text)
         score = evaluate_checkpoint(args.checkpoint, folder)
         results[name] = {"folder": str(folder.root), "pairs": len(folder), **score.as_dict()}
-        print(f"{name}: mIoU {100 * score.miou:.2f}% over {len(folder)} pairs", file=sys.stderr)
+        LOG.info(f"{name}: mIoU {100 * score.miou:.2f}% over {len(folder)} pairs")
     update_card(Path(args.card), results)
     return 0
 
 
+def entry() -> int:
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(entry())

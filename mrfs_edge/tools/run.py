@@ -1,23 +1,24 @@
 """Command lines of the lean runtime: ``runtime/run.py``, ``runtime/register.py`` and
 ``benchmarks/runtime_fps.py`` (torch-free).
 
-Every failure is reported as ``error: <one line>`` on stderr with exit code 2; a user on a
-vehicle never reads a traceback for a missing camera or a bad file.
+Errors, signals and exit statuses are the CLI base's (:mod:`mrfs_edge.core.cli`): a user on a
+vehicle reads one line for a missing camera or a bad file (exit 2), even for an OpenCV or ONNX
+Runtime internal error (exit 1), never a traceback unless ``-v`` asks for it.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from mrfs_edge import assets
-from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.cli import CliParser, command, one_line
 from mrfs_edge.core.errors import MrfsEdgeError
-from mrfs_edge.core.log import announce
 from mrfs_edge.deploy import demo
+
+LOG = logging.getLogger(__name__)
 
 RUNS = Path("runs") / "runtime"
 JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
@@ -25,45 +26,12 @@ JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0
                   "--output display://0 --output drive.mp4")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-class Main(Protocol):
-    """A script's entry point: ``argv`` defaults to the command line."""
-
-    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
-
-
-def guarded(main: Callable[[Sequence[str] | None], int]) -> Main:
-    """The toolkit's :func:`~mrfs_edge.core.cli.run_cli`, plus one line for unexpected errors too.
-
-    On a vehicle even an OpenCV or ONNX Runtime internal error must not end in a traceback.
-    """
-    def wrapper(argv: Sequence[str] | None = None) -> int:
-        try:
-            return run_cli(main, None if argv is None else list(argv))
-        except Exception as exc:
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-    return wrapper
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is also ``error: <one line>`` (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 # --- run -------------------------------------------------------------------------------------
 
 def run_parser() -> argparse.ArgumentParser:
     from mrfs_edge.backends import BACKENDS
 
-    parser = OneLineParser(
+    parser = CliParser(
         prog="runtime/run.py",
         description="Run an exported MRFS model (ONNX or TensorRT engine) on paired visible/infrared "
                     "streams: fused image + segmentation overlay, torch-free.",
@@ -97,9 +65,9 @@ def _quiet_opencv() -> None:
     """Keep OpenCV's own warnings (e.g. a failed camera open) from burying our one-line error."""
     import cv2
 
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    cv_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if cv_logging is not None:
+        cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
 
 
 def _default_model() -> Path:
@@ -110,7 +78,7 @@ def _default_model() -> Path:
         raise
     except Exception as exc:
         raise MrfsEdgeError(f"no --model given and the bundled demo model could not be prepared as ONNX "
-                            f"({_one_line(exc)}); pass --model PATH.onnx") from exc
+                            f"({type(exc).__name__}: {one_line(exc)}); pass --model PATH.onnx") from exc
 
 
 def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
@@ -120,11 +88,11 @@ def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
         raise MrfsEdgeError(f"--{'infrared' if args.visible else 'visible'} is required with "
                             f"--{'visible' if args.visible else 'infrared'}")
     visible, infrared = assets.SAMPLES / "vi", assets.SAMPLES / "ir"
-    announce(f"no --visible/--infrared given: using the bundled sample pairs ({visible}, {infrared})")
+    LOG.info(f"no --visible/--infrared given: using the bundled sample pairs ({visible}, {infrared})")
     return str(visible), str(infrared)
 
 
-@guarded
+@command
 def run_main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not at the top, so register.py and --help never load ONNX Runtime.
     from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
@@ -147,7 +115,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     runner = open_runner(model, args.backend, **options)
     describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
     if describe is not None:
-        announce(describe())
+        LOG.info(describe())
     source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -156,7 +124,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        fps=source.fps, save_raw=args.save_raw)
     if not sinks:
         sinks = [ImageFolderSink(run_dir, args.save_raw)]
-        announce(f"no output to show or write: saving composites to {run_dir}/")
+        LOG.info(f"no output to show or write: saving composites to {run_dir}/")
     log_path = Path(args.log) if args.log else run_dir / "runtime_log.json"
     pipeline = Pipeline(runner, source, sinks, thermal, registration,
                         PipelineOptions(queue_size=args.queue, max_frames=args.max_frames, log_path=log_path),
@@ -164,16 +132,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     with runner:
         log = pipeline.run()
     frames = log["frames"]
-    print(f"{frames['written']} frames in {log['wall_s']:.1f} s ({log['fps']:.1f} fps), "
-          f"{frames['dropped_before_model'] + frames['dropped_before_output']} dropped, "
-          f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path}", file=sys.stderr)
+    LOG.info(f"{frames['written']} frames in {log['wall_s']:.1f} s ({log['fps']:.1f} fps), "
+             f"{frames['dropped_before_model'] + frames['dropped_before_output']} dropped, "
+             f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path}")
     return 0
 
 
 # --- throughput benchmark ----------------------------------------------------------------------
 
 def fps_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = CliParser(
         prog="benchmarks/runtime_fps.py",
         description="End-to-end FPS of the runtime pipeline (capture → preprocess → model → postprocess → "
                     "composite) against model-only FPS, on the same runner and frames.",
@@ -189,7 +157,7 @@ def fps_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@guarded
+@command
 def fps_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
     from mrfs_edge.core.files import write_json_atomic
@@ -208,14 +176,14 @@ def fps_main(argv: Sequence[str] | None = None) -> int:
         result = measure_throughput(runner, open_pair(visible, infrared), args.frames, args.warmup)
     print(result.table())
     if args.json:
-        print(f"wrote {write_json_atomic(args.json, result.as_dict())}")
+        LOG.info(f"wrote {write_json_atomic(args.json, result.as_dict())}")
     return 0
 
 
 # --- register --------------------------------------------------------------------------------
 
 def register_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = CliParser(
         prog="runtime/register.py",
         description="Estimate the infrared→visible transform from point correspondences and write it "
                     "for runtime/run.py --registration.",
@@ -240,7 +208,7 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-@guarded
+@command
 def register_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.processing.registration import (
         estimate_registration,

@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from mrfs_edge.core.errors import MrfsEdgeError
+from mrfs_edge.core.cli import CliParser, command
+from mrfs_edge.core.files import write_json_atomic
 from mrfs_edge.model.checkpoint import load_checkpoint, save_checkpoint
 from mrfs_edge.train.loop import TrainConfig, Trainer
 
+LOG = logging.getLogger(__name__)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mrfs_edge.train", description=__doc__)
+    p = CliParser(prog="python -m mrfs_edge.train", description=__doc__)
     p.add_argument("--data", required=True, help="paired folder (vi/ir/label, visible/infrared/label, ...)")
     p.add_argument("--train-split", nargs="*", default=[], help="split list(s) to train on (default: all pairs)")
     p.add_argument("--val-split", help="held-out split list for mIoU at the end")
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate and ship as asked; errors and signals are the CLI base's (one line, 2/130/143)."""
     args = build_parser().parse_args(argv)
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
@@ -53,23 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     values["crop"] = tuple(args.crop)
     values["scales"] = tuple(args.scales)
     config = TrainConfig(**values)
-    try:
-        trainer = Trainer(config, resume=args.resume or args.eval_only)
-        if not args.eval_only:
-            trainer.run()
-        if args.val_split:
-            score = trainer.evaluate()
-            print(f"held-out {args.val_split}: mIoU {100 * score.miou:.2f}%  pixel acc {100 * score.accuracy:.2f}%")
-            print(score.table())
-            (Path(config.out_dir) / "eval.json").write_text(json.dumps(
-                {"iteration": trainer.iteration, "split": args.val_split, **score.as_dict()}, indent=2))
-        if args.ship:
-            save_checkpoint(args.ship, trainer.model, iteration=trainer.iteration, half=True)
-            load_checkpoint(args.ship)  # the shipped file must load strictly
-            print(f"wrote {args.ship}")
-    except MrfsEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    trainer = Trainer(config, resume=args.resume or args.eval_only)
+    if not args.eval_only:
+        trainer.run()
+    if args.val_split:
+        score = trainer.evaluate()
+        print(f"held-out {args.val_split}: mIoU {100 * score.miou:.2f}%  pixel acc {100 * score.accuracy:.2f}%")
+        print(score.table())
+        write_json_atomic(Path(config.out_dir) / "eval.json",
+                          {"iteration": trainer.iteration, "split": args.val_split, **score.as_dict()})
+    if args.ship:
+        save_checkpoint(args.ship, trainer.model, iteration=trainer.iteration, half=True)
+        load_checkpoint(args.ship)  # the shipped file must load strictly
+        LOG.info(f"wrote {args.ship}")
     return 0
 
 
