@@ -44,6 +44,7 @@ CALIB_PAIRS = (SAMPLES / "calib.txt").read_text().split()
 # Agreement with the frozen reference: relative 1e-9 (measured: at most ~3e-12, VIF's variances
 # G(x²) − μ² cancel), with an absolute floor of 1e-12 for a figure that passes near 0 (SCD).
 AGREE = {"rel": 1e-9, "abs": 1e-12, "nan_ok": True}
+LEVELS_CODE = 256   # 256 A + B numbers every (A, B) pair of grey levels uniquely
 
 
 @pytest.fixture
@@ -334,9 +335,6 @@ def test_psnr_entropy_and_mi_match_scikit_image(name: str) -> None:
     joint = measure.shannon_entropy(LEVELS_CODE * grey + ir, base=2)
     expected_mi = measure.shannon_entropy(grey, base=2) + measure.shannon_entropy(ir, base=2) - joint
     assert mutual_information(grey, ir) == pytest.approx(expected_mi, rel=1e-12)
-
-
-LEVELS_CODE = 256   # 256 A + B numbers every (A, B) grey-level pair uniquely
 
 
 # --------------------------------------------------------------------------- independent formulations
