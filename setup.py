@@ -48,6 +48,21 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
     ],
+    # The same commands as the scripts beside the package (export/, runtime/, calibration/, benchmarks/),
+    # on PATH after `pip install`; each is the CLI base's entry (-q/-v, one-line errors, exit statuses).
+    entry_points={
+        "console_scripts": [
+            "mrfs-export-onnx = mrfs_edge.tools.export_onnx:entry",
+            "mrfs-build-engine = mrfs_edge.tools.build_engine:entry",
+            "mrfs-calibrate = mrfs_edge.tools.calibrate:entry",
+            "mrfs-run = mrfs_edge.tools.run:run_main",
+            "mrfs-register = mrfs_edge.tools.run:register_main",
+            "mrfs-benchmark = mrfs_edge.tools.benchmark:entry",
+            "mrfs-runtime-fps = mrfs_edge.tools.run:fps_main",
+            "mrfs-train = mrfs_edge.train.__main__:main",
+            "mrfs-model-card = mrfs_edge.tools.model_card:entry",
+        ],
+    },
     extras_require={
         # torch is pinned by range so an installed CPU build satisfies it (no CUDA download).
         "export": [
