@@ -414,12 +414,18 @@ def _qabf_by_the_paper(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float
 
 
 def test_qabf_matches_a_per_pixel_transcription_of_the_paper(textured: np.ndarray, other: np.ndarray) -> None:
-    """Pinned against :func:`_qabf_by_the_paper` on 16×16 crops (and one with a flat source)."""
+    """Pinned against :func:`_qabf_by_the_paper` on 16×16 crops of the textured images (and one with
+    a flat source), and on a 24×24 crop of bundled pair 00147D whose flat patches give many
+    ``sx = 0`` pixels (there the toolbox's opposite ``sx`` sign would move Qabf by ~10 %)."""
     a, b = textured[10:26, 5:21], other[10:26, 5:21]
     for fused in (np.rint((a + b) / 2), np.maximum(a, b), np.rint(0.8 * a + 0.2 * b + 7)):
         assert qabf(fused, a, b) == pytest.approx(_qabf_by_the_paper(fused, a, b), rel=1e-12)
     flat = np.full_like(a, 40.0)
     assert qabf(a, flat, b) == pytest.approx(_qabf_by_the_paper(a, flat, b), rel=1e-12)
+    visible, infrared = _bundled_pair("00147D")
+    a, b = to_grey(visible)[336:360, 504:528], infrared[336:360, 504:528].astype(np.float64)
+    fused = np.rint((a + b) / 2)
+    assert qabf(fused, a, b) == pytest.approx(_qabf_by_the_paper(fused, a, b), rel=1e-12)
 
 
 def _vifp_mscale(ref: np.ndarray, dist: np.ndarray) -> float:
