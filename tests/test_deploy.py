@@ -257,3 +257,26 @@ def test_the_target_side_of_the_workflow_needs_no_torch_or_onnx(tmp_path):
 
     assert process.stdout.strip() == EngineBuild(graph, EngineBuildConfig(precision="int8"),
                                                  "TensorRT 10.3 on Orin").key().digest
+
+
+def test_the_cached_demo_onnx_is_reused_only_with_its_key(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from mrfs_edge.assets import DEMO_CHECKPOINT
+    from mrfs_edge.deploy import demo
+    from mrfs_edge.export import onnx_export
+
+    exports: list[Path] = []
+
+    def export(checkpoint, output, options, *args, **kwargs):
+        exports.append(Path(output))
+        Path(output).write_bytes(b"exported at %dx%d" % (options.height, options.width))
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    monkeypatch.setattr(demo, "cache_dir", lambda: tmp_path)
+    path = demo.default_onnx(256, 320)
+    assert exports == [path] and path.parent == tmp_path
+    assert demo.default_onnx(256, 320) == path and len(exports) == 1          # key recorded: reused
+    (tmp_path / f"{path.name}.key.json").unlink()                              # a file from an older release
+    assert demo.default_onnx(256, 320) == path and len(exports) == 2          # no key: exported again
+    assert Fp32Onnx(DEMO_CHECKPOINT, ExportOptions(height=256, width=320)).key().digest == json.loads(
+        (tmp_path / f"{path.name}.key.json").read_text())["key"]
