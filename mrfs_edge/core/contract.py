@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mrfs_edge.core.classes import class_names_for, palette_for
 
 METADATA_KEY = "mrfs_edge.core.contract"
+
+# "logits": float N×C×H×W scores; "labels": ArgMax inside the graph, int32 N×H×W (30× less to copy).
+SegOutput = Literal["logits", "labels"]
+SEG_OUTPUTS: tuple[SegOutput, ...] = get_args(SegOutput)
+# ONNX shaped for a TensorRT parser generation; "8.5" decomposes LayerNorm (JetPack 5 parsers).
+TrtCompat = Literal["8.5", "8.6", "10"]
+TRT_COMPAT_CHOICES: tuple[TrtCompat, ...] = get_args(TrtCompat)
 
 PREPROCESSING = ("visible: RGB (OpenCV BGR flipped), /255, no mean/std; infrared: 8-bit grey, /255, "
                  "replicated to 3 channels inside the graph; frames zero-padded (centred) to a multiple of 32")
@@ -29,7 +36,7 @@ class ModelContract:
     width: int
     batch: int = 1
     uint8_io: bool = False            # uint8 NHWC frames in, uint8 NHWC fused out
-    seg_output: str = "logits"        # "logits" (float N×C×H×W) or "labels" (int32 N×H×W)
+    seg_output: SegOutput = "logits"
     ir_channels: int = 1
     dynamic: dict[str, Any] | None = None   # {"batch": [min,opt,max], "height": [...], "width": [...]}
     class_names: list[str] = field(default_factory=list)
@@ -38,7 +45,7 @@ class ModelContract:
     checkpoint_sha256: str = ""
     toolkit_version: str = ""
     opset: int = 17
-    trt_compat: str | None = None     # e.g. "8.5": LayerNorm decomposed for older parsers
+    trt_compat: TrtCompat | None = None
     fp32_nodes: list[str] = field(default_factory=list)  # overflow-prone ops to pin to FP32
 
     def __post_init__(self) -> None:
@@ -46,7 +53,7 @@ class ModelContract:
             self.class_names = list(class_names_for(self.num_classes))
         if not self.palette:
             self.palette = [list(c) for c in palette_for(self.num_classes)]
-        if self.seg_output not in ("logits", "labels"):
+        if self.seg_output not in SEG_OUTPUTS:
             raise ValueError(f"seg_output must be 'logits' or 'labels', not {self.seg_output!r}")
 
     # Tensor names are part of the contract: runtime, calibration and engine builder use them.

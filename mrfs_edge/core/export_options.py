@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-DYNAMIC_CHOICES = ("batch", "hw", "both")
+from mrfs_edge.core.contract import TRT_COMPAT_CHOICES, SegOutput, TrtCompat
+
+# Which axes are dynamic: the batch, height and width ("hw"), or all three.
+Dynamic = Literal["batch", "hw", "both"]
+DYNAMIC_CHOICES: tuple[Dynamic, ...] = get_args(Dynamic)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -21,14 +26,14 @@ class ExportOptions:
     width: int = 640
     batch: int = 1
     opset: int = 17
-    dynamic: str | None = None               # "batch", "hw" or "both"
+    dynamic: Dynamic | None = None
     min_shape: tuple[int, int, int] | None = None
     opt_shape: tuple[int, int, int] | None = None
     max_shape: tuple[int, int, int] | None = None
-    seg_output: str = "logits"               # or "labels": ArgMax in the graph, int32 N×H×W
+    seg_output: SegOutput = "logits"
     uint8_io: bool = False
-    ir_channels: int = 1
-    trt_compat: str | None = None            # "8.5": no LayerNormalization op, opset 16
+    ir_channels: Literal[1, 3] = 1
+    trt_compat: TrtCompat | None = None      # "8.5" also lowers the opset to 16 (no LayerNormalization)
     simplify: bool = True
     tolerance: float = 1e-3                  # max |Δ| allowed between ONNX Runtime and PyTorch
     min_agreement: float = 0.999             # argmax agreement floor of the parity check
@@ -45,8 +50,8 @@ class ExportOptions:
             raise ValueError(f"--dynamic must be one of {', '.join(DYNAMIC_CHOICES)}")
         if self.ir_channels not in (1, 3):
             raise ValueError("--ir-channels must be 1 or 3")
-        if self.trt_compat is not None and self.trt_compat not in ("8.5", "8.6", "10"):
-            raise ValueError("--trt-compat must be 8.5, 8.6 or 10")
+        if self.trt_compat is not None and self.trt_compat not in TRT_COMPAT_CHOICES:
+            raise ValueError(f"--trt-compat must be one of {', '.join(TRT_COMPAT_CHOICES)}")
         if self.trt_compat == "8.5" and self.opset >= 17:
             self.opset = 16  # opset 17 would let the exporter emit LayerNormalization
         for shape in (self.min_shape, self.opt_shape, self.max_shape):

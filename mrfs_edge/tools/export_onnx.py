@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from mrfs_edge.core.cli import CliParser, run_cli
+from mrfs_edge.core.contract import SEG_OUTPUTS, TRT_COMPAT_CHOICES
 from mrfs_edge.core.export_options import DYNAMIC_CHOICES, ExportOptions, parse_shape
 from mrfs_edge.tools.defaults import checkpoint_or_default
 
@@ -21,11 +22,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--opt-shape", type=parse_shape, metavar="NxHxW", help="dynamic profile optimum (default: static)")
     g.add_argument("--max-shape", type=parse_shape, metavar="NxHxW", help="dynamic profile maximum")
     g.add_argument("--opset", type=int, default=17)
-    g.add_argument("--seg-output", choices=("logits", "labels"), default="logits",
+    g.add_argument("--seg-output", choices=SEG_OUTPUTS, default="logits",
                    help="labels: ArgMax inside the graph, int32 N×H×W (30× less to copy off the GPU)")
     g.add_argument("--uint8-io", action="store_true", help="uint8 NHWC frames in, uint8 NHWC fused out")
     g.add_argument("--ir-channels", type=int, choices=(1, 3), default=1)
-    g.add_argument("--trt-compat", choices=("8.5", "8.6", "10"),
+    g.add_argument("--trt-compat", choices=TRT_COMPAT_CHOICES,
                    help="8.5: decompose LayerNorm into primitive ops (JetPack 5 parsers)")
     g.add_argument("--no-simplify", dest="simplify", action="store_false")
     g.add_argument("--tolerance", type=float, default=1e-3, help="max |Δ| ONNX Runtime vs PyTorch (default 1e-3)")
