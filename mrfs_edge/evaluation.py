@@ -9,7 +9,7 @@ are scored by one implementation and a model the runtime runs is one evaluation 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Callable, Tuple, Union  # noqa: UP035 (run-time aliases subscript on 3.8)
+from typing import Callable, Tuple, Union  # run-time aliases subscript on 3.8
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from mrfs_edge.metrics.segmentation import SegmentationScore
 from mrfs_edge.processing.adapter import ModelAdapter, ModelRunner
 
 # typing's generics: a run-time alias must subscript on Python 3.8 (JetPack 5)
-InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]  # noqa: UP006
-Model = Union[ModelRunner, InferFn]  # noqa: UP007
+InferFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+Model = Union[ModelRunner, InferFn]
 
 
 class FunctionRunner:

@@ -17,14 +17,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from test_bench import small_pairs  # noqa: E402,F401  (the fixture: 2 labelled 224×320 pairs)
+from test_bench import small_pairs  # noqa: F401  (the fixture: 2 labelled 224×320 pairs)
 
-from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract  # noqa: E402
-from mrfs_edge.io.pairs import PairFolder  # noqa: E402
-from mrfs_edge.metrics.segmentation import SegmentationScore  # noqa: E402
-from mrfs_edge.tools.benchmark import main as benchmark_main  # noqa: E402
-from mrfs_edge.tools.export_onnx import main as export_main  # noqa: E402
-from mrfs_edge.tools.run import run_main  # noqa: E402
+from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+from mrfs_edge.io.pairs import PairFolder
+from mrfs_edge.metrics.segmentation import SegmentationScore
+from mrfs_edge.tools.benchmark import main as benchmark_main
+from mrfs_edge.tools.export_onnx import main as export_main
+from mrfs_edge.tools.run import run_main
 
 VARIANTS = {"uint8-io": (["--uint8-io"], {"uint8_io": True}),
             "labels-output": (["--seg-output", "labels"], {"seg_output": "labels"}),
@@ -48,7 +48,8 @@ def runtime_score(model: Path, pairs: Path, out: Path) -> SegmentationScore:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_variant_export_is_benchmarked_with_the_runtimes_accuracy(variant, small_pairs, tmp_path, one_torch_thread):
+def test_variant_export_is_benchmarked_with_the_runtimes_accuracy(variant, small_pairs, tmp_path,  # noqa: F811
+                                                                   one_torch_thread):
     flags, expected = VARIANTS[variant]
     model = tmp_path / f"demo_{variant}.onnx"
     assert export_main(["--height", "224", "--width", "320", *flags, "--output", str(model)]) == 0

@@ -35,7 +35,7 @@ class LinearModel:
         return {"seg_logits": np.einsum("kc,nchw->nkhw", self.weight, both), "fused": feed["visible"]}
 
 
-def test_threaded_pipeline_gives_the_pixels_of_the_synchronous_processor(tmp_path, model, pairs_dir):
+def test_threaded_pipeline_gives_the_pixels_of_the_synchronous_processor(tmp_path, model, pairs_dir):  # noqa: F811
     runner = open_runner(model, threads=1)
     Pipeline(runner, open_pair(str(pairs_dir / "vi"), str(pairs_dir / "ir")), [ImageFolderSink(tmp_path, save_raw=True)],
              options=PipelineOptions(**QUIET)).run()
@@ -51,16 +51,16 @@ def test_threaded_pipeline_gives_the_pixels_of_the_synchronous_processor(tmp_pat
 
 
 def test_batch_of_frames_of_different_sizes_restores_each_as_alone():
-    model = LinearModel()
-    adapter = ModelAdapter(model.contract)
+    linear = LinearModel()
+    adapter = ModelAdapter(linear.contract)
     rng = np.random.default_rng(2)
     sizes = [(96, 128), (80, 100), (192, 256)]          # exact, padded, resized
     frames = [(rng.integers(0, 256, (*s, 3), np.uint8), rng.integers(0, 256, s, np.uint8)) for s in sizes]
     feed, fits = adapter.feed(frames)
     assert feed["visible"].shape == (3, 3, 96, 128) and [f.resized for f in fits] == [False, False, True]
-    batched = adapter.restore(model.infer(feed), fits)
+    batched = adapter.restore(linear.infer(feed), fits)
     for (visible, infrared), output in zip(frames, batched):
-        (alone,) = adapter.run(model, [(visible, infrared)])
+        (alone,) = adapter.run(linear, [(visible, infrared)])
         assert output.labels.shape == visible.shape[:2] and np.array_equal(output.labels, alone.labels)
         assert np.array_equal(output.fused_rgb(), alone.fused_rgb())
     assert np.array_equal(batched[1].fused_rgb(), frames[1][0])     # padding only: fused is the visible frame
@@ -73,7 +73,7 @@ def test_a_static_batch_is_filled_and_only_the_frames_are_restored():
     assert feed["visible"].shape[0] == 4 and len(fits) == 2
 
 
-def test_uint8_labels_model_is_scored_as_the_float_logits_model(tmp_path, model):
+def test_uint8_labels_model_is_scored_as_the_float_logits_model(tmp_path, model):  # noqa: F811
     """The benchmark's accuracy path (evaluation.predict_labels) on the layouts the runtime runs."""
     float_runner = open_runner(model, threads=1)
     uint8_runner = open_runner(standin_onnx(tmp_path / "u8.onnx", uint8_io=True, seg_output="labels"), threads=1)
@@ -85,7 +85,7 @@ def test_uint8_labels_model_is_scored_as_the_float_logits_model(tmp_path, model)
     np.testing.assert_allclose(fused_u, fused_f, atol=1e-6)           # the stand-in's fused is the visible frame
 
 
-def test_unregistered_pairs_of_two_sizes_are_refused(model):
+def test_unregistered_pairs_of_two_sizes_are_refused(model):  # noqa: F811
     processor = FrameProcessor(open_runner(model, threads=1))
     with pytest.raises(PairSizeError, match="infrared frame is 320x240 but visible is 640x480"):
         processor.process(np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320), np.uint8))

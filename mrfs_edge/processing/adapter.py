@@ -11,7 +11,7 @@ The runner is a parameter (:class:`ModelRunner`): this layer sits below the back
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol, Tuple, runtime_checkable  # noqa: UP035 (Tuple: 3.8)
+from typing import Literal, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from mrfs_edge.processing.preprocess import (
 )
 
 # (visible RGB H×W×3 uint8, infrared grey H×W uint8); typing's Tuple: subscripted at run time on 3.8
-FramePair = Tuple[np.ndarray, np.ndarray]  # noqa: UP006
+FramePair = Tuple[np.ndarray, np.ndarray]
 # Network input size: the model's own (pad smaller frames, resize larger: the runtime's policy), or
 # the frame's padded to the encoder's stride (evaluation's, for models of any size).
 SizePolicy = Literal["model", "frame"]
