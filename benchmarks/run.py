@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mrfs_edge.tools.benchmark import entry  # noqa: E402  (needs the repository root on sys.path)
+from mrfs_edge.tools.benchmark import entry  # (needs the repository root on sys.path)
 
 if __name__ == "__main__":
     sys.exit(entry())

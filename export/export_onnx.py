@@ -4,6 +4,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mrfs_edge.tools.export_onnx import entry  # noqa: E402
+from mrfs_edge.tools.export_onnx import entry
 
 sys.exit(entry())

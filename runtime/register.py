@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mrfs_edge.tools.run import register_main  # noqa: E402  (needs the repository root on sys.path)
+from mrfs_edge.tools.run import register_main  # (needs the repository root on sys.path)
 
 if __name__ == "__main__":
     sys.exit(register_main())

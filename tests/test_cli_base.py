@@ -29,7 +29,7 @@ GOOD_POINTS = ["--points", "0,0:0,0", "--points", "10,0:10,0", "--points", "10,1
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 # --- exit statuses and one-line errors ------------------------------------------------------

@@ -80,7 +80,7 @@ class ModelContract:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelContract":
+    def from_json(cls, text: str) -> ModelContract:
         data = json.loads(text)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -95,7 +95,7 @@ class ModelContract:
                 "mrfs_edge.toolkit_version": self.toolkit_version}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> "ModelContract":
+    def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelContract:
         from mrfs_edge.core.errors import ModelFileError
 
         if METADATA_KEY not in metadata:
