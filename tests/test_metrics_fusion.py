@@ -279,12 +279,11 @@ def test_every_metric_agrees_with_the_frozen_reference_on_the_demo_models_fusion
     """The same agreement on a real fused image: the bundled demo model's (exported to ONNX, run by
     ONNX Runtime) for the four calibration pairs. Skips where PyTorch cannot export the model."""
     from mrfs_edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from mrfs_edge.processing.frame import FrameProcessor
 
     visible, infrared = _bundled_pair(name)
     with OnnxRuntimeRunner(demo_onnx) as runner:
-        _, fused = runner.infer_pair(visible.astype(np.float32).transpose(2, 0, 1)[None] / 255,
-                                     infrared.astype(np.float32)[None, None] / 255)
-    fused_rgb = np.clip(np.rint(fused[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        fused_rgb = FrameProcessor(runner).process(visible, infrared).fused
     _assert_agrees_with_frozen(fused_rgb, visible, infrared)
 
 

@@ -57,11 +57,6 @@ class Runner(ABC):
         self.last_inference_time = time.perf_counter() - start
         return outputs
 
-    def infer_pair(self, visible: np.ndarray, infrared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(seg, fused)`` for NCHW float inputs; the :data:`~mrfs_edge.evaluation.InferFn` shape."""
-        outputs = self.infer({"visible": visible, "infrared": infrared})
-        return outputs[self.contract.seg_name], outputs["fused"]
-
     @abstractmethod
     def _activate(self) -> None: ...
 
