@@ -38,6 +38,51 @@ TARGETS = (
 SPEEDUP_MODE, SPEEDUP_TARGET = "onnxruntime-fp32", 2.5
 BUSY_LOAD = 1.0     # 1-minute load average at the start above which latencies are flagged as unreliable
 FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SCD", "SSIM", "PSNR")
+# The fusion table's two figures whose names say something else to a reader: both compare F with its sources.
+FUSION_HEADERS = {"SSIM": "SSIM(F,VI)+SSIM(F,IR)", "PSNR": "PSNR(F; VI,IR) dB"}
+# One line per figure name of report.md, in the order the tables show them.
+GLOSSARY = (
+    ("p50 ms, fps", "median model-only time per call at the smallest batch; fps = batch / mean time."),
+    ("end-to-end p50 ms", "pre-processing + model + post-processing of the runtime pipeline for one frame."),
+    ("peak MB", "resident memory added while the mode was loaded and timed (device memory on a GPU)."),
+    ("mIoU %", ("mean over all classes (unlabeled included, as MFNet/MRFS evaluate) of intersection over union "
+               "with the ground-truth labels.")),
+    ("mIoU drop", "reference mIoU − this mode's mIoU, in points: positive means worse than the reference."),
+    ("worst class Δ IoU", ("the class whose IoU changed most for the worse from the reference, with the change in "
+                          "IoU points (a mean can hide one class losing several points).")),
+    ("agreement %", ("share of pixels whose predicted class equals the reference's prediction (not the ground "
+                    "truth's): 100 = same segmentation.")),
+    ("fused PSNR vs ref dB", ("PSNR of this mode's fused image against the reference's fused image (peak 1, MSE "
+                             "over every pixel and channel of all pairs); above ~40 dB the difference is invisible, "
+                             "above ~100 dB it is float rounding. Not the fusion table's PSNR.")),
+    ("fused SSIM vs ref", ("mean SSIM of this mode's fused image against the reference's (per channel, averaged "
+                          "over pairs): 1 = identical.")),
+    ("EN, SD, SF, AG", ("entropy (bits), standard deviation, spatial frequency and average gradient of the fused "
+                       "image F alone: information and detail, higher is richer.")),
+    ("MI, VIF", ("mutual information (bits) and visual information fidelity of F with each source, summed over "
+                "visible and infrared.")),
+    ("Qabf", "how much of the sources' edge strength and orientation F keeps (0..1)."),
+    ("SCD", "sum of the correlations between F minus one source and the other source (−2..2)."),
+    ("SSIM(F,VI)+SSIM(F,IR)", ("the fusion literature's \"SSIM\": the sum of F's SSIM with each source, so at "
+                              "most 2; it measures fusion, not similarity to the reference.")),
+    ("PSNR(F; VI,IR) dB", ("the fusion literature's \"PSNR\": 10·log10(255² / mean of MSE(F,VI) and MSE(F,IR)), "
+                          "how close F is to its two (different) sources, so typically 10–20 dB; not the fused "
+                          "PSNR vs the reference.")),
+    ("Δ", "in the per-class and fusion tables: this mode − the reference."),
+)
+# Words for a row's figure paths in "Not measured" (a path not here is shown as its last part).
+PATH_WORDS = {
+    "device": "device", "detail": "backend details", "model_file": "model file", "file_size_bytes": "file size",
+    "latency": "latency", "memory": "memory", "memory.host_peak_rss_mb": "host memory",
+    "memory.device_mb": "device (GPU) memory", "accuracy": "accuracy", "accuracy.pairs": "pair count",
+    "accuracy.miou": "mIoU", "accuracy.pixel_accuracy": "pixel accuracy", "accuracy.per_class_iou": "per-class IoU",
+    "accuracy.miou_drop": "mIoU drop", "accuracy.per_class_iou_delta": "per-class IoU change",
+    "accuracy.agreement": "agreement with the reference", "accuracy.fused_psnr": "fused PSNR vs the reference",
+    "accuracy.fused_ssim": "fused SSIM vs the reference",
+    "accuracy.max_abs_fused": "largest fused-pixel difference from the reference",
+    "fusion": "fusion metrics", "fusion_delta": "fusion change from the reference",
+    "layers": "engine layer precisions (TensorRT's inspector)",
+}
 
 
 def empty_row(mode: Mode, reason: str, backend: str | None = None) -> dict[str, Any]:
@@ -149,39 +194,34 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = ["# MRFS benchmark", "",
              f"{report['created']} · {machine['cpu']} ({machine['cores']} cores) · {machine['os']}",
              f"· commit {env['commit'] or 'unknown'} · load average at start {machine['load_average']}", "",
-             f"Model `{config['checkpoint']}` at {config['input_size'][0]}×{config['input_size'][1]}; "
+             (f"Model `{config['checkpoint']}` at {config['input_size'][0]}×{config['input_size'][1]}; "
              f"{config['pairs']} pairs from `{config['data']}`"
              f"{'' if config['labelled'] else ' (no labels: ground-truth metrics skipped)'}; "
              f"{config['warmup']} warm-up + {config['runs']} timed runs per batch size; "
-             f"{config['threads']} CPU threads for PyTorch and ONNX Runtime.",
+             f"{config['threads']} CPU threads for PyTorch and ONNX Runtime."),
              "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()), ""]
-    load = machine.get("load_average")
-    if load and load[0] >= BUSY_LOAD:
-        lines += [f"> **Busy machine**: load average {load[0]} at the start ({(machine.get('load_average_end') or ['?'])[0]} "
-                  f"at the end) on {machine['cores']} cores. Other processes compete for the cores, so latencies are "
-                  "inflated and noisy (eager PyTorch's thread pool suffers most from oversubscription); quote figures "
-                  "from an idle machine.", ""]
-    sp = report["summary"]["speedup"]
-    if sp["value"] is not None:
-        lines += [f"**ONNX Runtime FP32 vs PyTorch eager: {sp['value']:.2f}× faster** ({sp['basis']}, both in this "
-                  f"run, {config['threads']} threads; target ≥ {sp['target']}×: {'met' if sp['met'] else 'NOT met'}).", ""]
-    else:
-        lines += [f"ONNX Runtime FP32 vs PyTorch eager speed-up: not measured ({sp['reason']}).", ""]
+    lines += [speedup_line(report), ""]
+    busy = busy_note(machine)
+    if busy:
+        lines += [f"> **Busy machine**: {busy}", ""]
     lines += ["## Summary", ""]
     lines += _table(
         ["mode", "backend · device", "file MB", "p50 ms", "fps", "end-to-end p50 ms", "peak MB", "mIoU %",
-         "mIoU drop", "agreement %", "fused PSNR dB", "fused SSIM"],
+         "mIoU drop", "worst class Δ IoU", "agreement %", "fused PSNR vs ref dB", "fused SSIM vs ref"],
         [[_mode_cell(r), f"{r['backend']} · {r['device'] or '–'}", _num(r["file_size_bytes"], 1, 1e-6),
           _num((first_latency(r) or {}).get("p50_ms")), _num((first_latency(r) or {}).get("throughput_fps"), 2),
           _num((first_latency(r) or {}).get("end_to_end_p50_ms")),
           _num(_peak_mb(r), 0),
           _num((r["accuracy"] or {}).get("miou"), 2, 100), _num((r["accuracy"] or {}).get("miou_drop"), 2, 100),
+          _worst_class_cell(r),
           _num((r["accuracy"] or {}).get("agreement"), 3, 100), _num((r["accuracy"] or {}).get("fused_psnr"), 1),
           _num((r["accuracy"] or {}).get("fused_ssim"), 4)] for r in rows])
     lines += ["\\* emulated: the target precision's numerics reproduced on ONNX Runtime, not measured on TensorRT.",
               "Latency at the smallest batch; p50 of model-only time, fps from its mean; end-to-end = pre + model + post of the runtime "
               "pipeline, one frame after another. Peak MB = resident memory added while loading and timing the mode "
-              "(host; device memory for GPU rows). " + _reference_line(config), ""]
+              "(host; device memory for GPU rows). " + _reference_line(config)
+              + " What each figure means: see *What the figures mean* below.", ""]
+    lines += _largest_drops(rows)
     checks = report["summary"]["targets"]
     lines += ["## Targets", ""]
     lines += _table(["target", "value", "met"],
@@ -204,19 +244,12 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += _per_class_section(rows)
     lines += _layers_section(rows)
     lines += ["## Fusion quality (mean over pairs; Δ vs reference in brackets)", ""]
-    lines += _table(["mode", *FUSION_KEYS],
+    lines += _table(["mode", *(FUSION_HEADERS.get(k, k) for k in FUSION_KEYS)],
                     [[_mode_cell(r)] + [f"{_num((r['fusion'] or {}).get(k), 3)} "
                                         f"({_num((r['fusion_delta'] or {}).get(k), 3)})" for k in FUSION_KEYS]
                      for r in rows])
-    missing = [(r["mode"], path, reason_for(r, path)) for r in rows for path in null_paths(r)]
-    if missing:
-        lines += ["## Not measured", ""]
-        grouped: dict[str, dict[str, list[str]]] = {}
-        for mode, path, reason in missing:
-            grouped.setdefault(reason or "no reason recorded", {}).setdefault(mode, []).append(path)
-        lines += [f"- {reason}: " + "; ".join(f"**{mode}** {', '.join(paths)}" for mode, paths in modes.items())
-                  for reason, modes in grouped.items()]
-        lines += [""]
+    lines += ["## What the figures mean", ""] + [f"- **{name}**: {text}" for name, text in GLOSSARY] + [""]
+    lines += _not_measured(rows)
     plots = report.get("plots") or {}
     if plots:
         lines += ["## Plots", ""] + [f"![{name}]({path})" if path else f"- {name}: not drawn ({reason})"
@@ -263,9 +296,113 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines + _table(["mode", *classes, "pixel acc %"], body)
 
 
+def busy_note(machine: Mapping[str, Any]) -> str | None:
+    """Why this run's latencies are unreliable, when the machine was busy at the start; else None."""
+    load = machine.get("load_average")
+    if not load or load[0] < BUSY_LOAD:
+        return None
+    end = (machine.get("load_average_end") or ["?"])[0]
+    return (f"load average {load[0]} at the start ({end} at the end) on {machine.get('cores', '?')} cores. Other "
+            "processes compete for the cores, so latencies and speed-ups are inflated and noisy (eager PyTorch's "
+            "thread pool suffers most from oversubscription); quote figures from an idle machine.")
+
+
+def speedup_line(report: Mapping[str, Any]) -> str:
+    """The headline speed-up, with the busy-machine warning in the same line wherever it is printed."""
+    sp, threads = report["summary"]["speedup"], report["config"]["threads"]
+    machine = report["environment"]["machine"]
+    if sp["value"] is None:
+        return f"ONNX Runtime FP32 vs PyTorch eager speed-up: not measured ({sp['reason']})."
+    line = (f"**ONNX Runtime FP32 vs PyTorch eager: {sp['value']:.2f}× faster** ({sp['basis']}, both in this "
+            f"run, {threads} threads; target ≥ {sp['target']}×: {'met' if sp['met'] else 'NOT met'}).")
+    if busy_note(machine):
+        load = machine["load_average"][0]
+        line += (f" **Warning: measured on a busy machine** (load average {load} on {machine.get('cores', '?')} "
+                 "cores): this speed-up is unreliable.")
+    return line
+
+
+def console_summary(report: Mapping[str, Any]) -> str:
+    """What the benchmark command prints: the speed-up (with any busy warning), summary table and targets."""
+    text = markdown(report)
+    start = text.index("**ONNX Runtime") if "**ONNX Runtime" in text else text.index("## Summary")
+    return text[start:text.index("## Latency")].rstrip()
+
+
+def worst_class_drop(row: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The class whose IoU fell most from the reference and the change (negative), or None if none fell."""
+    deltas = (row.get("accuracy") or {}).get("per_class_iou_delta") or {}
+    measured = [(name, value) for name, value in deltas.items() if value is not None]
+    if not measured:
+        return None
+    name, value = min(measured, key=lambda item: item[1])
+    return (name, value) if value < 0 else None
+
+
+def _worst_class_cell(row: Mapping[str, Any]) -> str:
+    if row.get("reference") or not (row.get("accuracy") or {}).get("per_class_iou_delta"):
+        return "–"
+    worst = worst_class_drop(row)
+    return "none" if worst is None else f"{worst[0]} {_num(worst[1], 2, 100)}"
+
+
+def _largest_drops(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per mode that loses IoU on a class: the loss a mean hides."""
+    lines = []
+    for row in rows:
+        worst = None if row.get("reference") else worst_class_drop(row)
+        if worst is not None:
+            drop = (row["accuracy"] or {}).get("miou_drop")
+            lines.append(f"- **{row['label']}**: largest per-class drop **{worst[0]} {_num(worst[1], 2, 100)} IoU "
+                         f"points**" + (f" (mIoU drop {_num(drop, 2, 100)} points)" if drop is not None else ""))
+    return (lines + [""]) if lines else []
+
+
+def describe_path(path: str) -> str:
+    """A row's figure path in words: ``latency.b4`` → "latency at batch 4", ``fusion.SSIM`` → "fusion SSIM"."""
+    if path in PATH_WORDS:
+        return PATH_WORDS[path]
+    parts = path.split(".")
+    if parts[0] == "latency" and len(parts) == 2 and parts[1][1:].isdigit():
+        return f"latency at batch {parts[1][1:]}"
+    if parts[:2] == ["accuracy", "per_class_iou"] and len(parts) == 3:
+        return f"IoU of {parts[2]}"
+    if parts[:2] == ["accuracy", "per_class_iou_delta"] and len(parts) == 3:
+        return f"IoU change of {parts[2]}"
+    if parts[0] in ("fusion", "fusion_delta") and len(parts) == 2:
+        return f"{'fusion' if parts[0] == 'fusion' else 'change from the reference of fusion'} " \
+               f"{FUSION_HEADERS.get(parts[1], parts[1])}"
+    if parts[0] == "latency":
+        return f"latency at batch {parts[1][1:]}: {parts[-1].replace('_', ' ')}"
+    return parts[-1].replace("_", " ")
+
+
+def _not_measured(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What is missing, in words, grouped by why: a whole row as "nothing measured", else the figures' names."""
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for row in rows:
+        paths = list(null_paths(row))
+        if set(FIGURE_GROUPS) <= set(paths):
+            reason = reason_for(row, FIGURE_GROUPS[0]) or "no reason recorded"
+            grouped.setdefault(reason, {})[row["label"]] = ["nothing measured"]
+            continue
+        for path in paths:
+            reason = reason_for(row, path) or "no reason recorded"
+            words = grouped.setdefault(reason, {}).setdefault(row["label"], [])
+            if describe_path(path) not in words:
+                words.append(describe_path(path))
+    if not grouped:
+        return []
+    lines = ["## Not measured", ""]
+    for reason, modes in grouped.items():
+        lines.append(f"- {reason}: " + "; ".join(f"**{label}**: {', '.join(words)}" for label, words in modes.items()))
+    return lines + [""]
+
+
 def write_markdown(path: Path, report: Mapping[str, Any]) -> Path:
     return write_bytes_atomic(path, markdown(report).encode())
 
 
-__all__ = ["SCHEMA", "empty_row", "null_paths", "reason_for", "make_finite", "speedup", "target_checks",
-           "write_json", "write_markdown", "markdown", "first_latency"]
+__all__ = ["SCHEMA", "busy_note", "console_summary", "describe_path", "empty_row", "first_latency", "make_finite",
+           "markdown", "null_paths", "reason_for", "speedup", "speedup_line", "target_checks", "worst_class_drop",
+           "write_json", "write_markdown"]
