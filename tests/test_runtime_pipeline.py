@@ -172,7 +172,8 @@ def test_folder_pairs_and_lossless_videos_give_identical_outputs(tmp_path, model
     log = json.loads((tmp_path / "folder.json").read_text())
     assert log == json.loads(json.dumps(folder_log))
     assert log["frames"] == {"captured": 3, "processed": 3, "written": 3, "dropped_before_model": 0,
-                             "dropped_before_output": 0, "unpaired": 0}
+                             "dropped_before_output": 0, "unpaired": 0, "skipped": 0}
+    assert log["on_bad_frame"] == "stop" and log["skipped_frames"] == []
     assert set(log["stages"]) == {"capture", "preprocess", "model", "postprocess", "output"}
     assert log["stopped_by"] == "end" and log["contract"]["input_size"] == [480, 640]
 

@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from mrfs_edge.core.errors import SourceError
+from mrfs_edge.core.errors import ImageError, SourceError
 from mrfs_edge.io.uri import redact
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ _S = TypeVar("_S", bound="Source")  # typing.Self is 3.11+: JetPack 5/6 run 3.8/
 
 Stream = Literal["visible", "infrared"]
 ROLES = ("visible", "infrared")
+# What a run does with a frame that cannot be read: end there (after the frames before it) or go on.
+BadFramePolicy = Literal["stop", "skip"]
 IMAGE_SEQUENCE_FPS = 10.0   # nominal rate of folders and single images (timestamps, output videos)
 MAX_BACKOFF_S = 8.0
 
@@ -41,6 +43,18 @@ class Frame:
     timestamp_s: float
     index: int
     name: str
+
+
+class BadFrame(SourceError):
+    """One frame of a stream could not be read (a corrupt or unreadable image file).
+
+    The source has moved past it, so a caller that skips bad frames reads on from the next one;
+    ``str()`` is the reader's one-line message naming the file.
+    """
+
+    def __init__(self, message: str, stream: Stream, index: int, name: str) -> None:
+        super().__init__(message)
+        self.stream, self.index, self.name = stream, index, name
 
 
 class Source(ABC):
@@ -107,8 +121,14 @@ class Source(ABC):
             self._opened = False
 
     def read(self) -> Frame | None:
+        """The next frame, ``None`` at the end; :class:`BadFrame` (and on to the next) for an unreadable one."""
         self.open()
-        image = self._grab()
+        try:
+            image = self._grab()
+        except ImageError as exc:
+            index = self._index
+            self._index += 1
+            raise BadFrame(str(exc), self.role, index, self._frame_name(index)) from exc
         if image is None and self.live:
             image = self._reconnect()
         if image is None:

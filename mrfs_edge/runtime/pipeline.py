@@ -8,10 +8,17 @@ the queue before the model and the one after it keep only the newest frames and 
 they drop (latency stays bounded instead of growing without end); with files every frame is
 processed and the reader waits instead. Per-stage timings and FPS go to a status line and, at the
 end, to a JSON log. Ctrl-C or SIGTERM stops capture, lets the queued frames finish and always
-finalises outputs, so a video file is playable after a stop.
+finalises outputs, so a video file is playable after a stop; a second signal drops the queued
+frames, but the frame being written still completes before the outputs are closed.
+
+A stage that fails stops the stages before it; the stages after it finish the frames already
+handed to them. So a corrupt image in a folder ends the run with its one-line error only after
+every frame read before it is processed and written (or, with the sources' ``on_bad_frame="skip"``,
+is logged and skipped: see :class:`~mrfs_edge.io.pairing.PairedSource`).
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -28,9 +35,8 @@ import numpy as np
 
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.contract import ModelContract
-from mrfs_edge.core.errors import SourceError
+from mrfs_edge.core.errors import SinkError, SourceError
 from mrfs_edge.core.files import write_json_atomic
-from mrfs_edge.core.log import announce
 from mrfs_edge.io.pairing import PairedSource
 from mrfs_edge.io.sinks import Rendered, Sink
 from mrfs_edge.io.source import Frame
@@ -39,7 +45,10 @@ from mrfs_edge.processing.frame import FrameProcessor, PairSizeError, PreparedFr
 from mrfs_edge.processing.registration import Registration
 from mrfs_edge.processing.thermal import ThermalAGC
 
+LOG = logging.getLogger(__name__)
+
 STAGES = ("capture", "preprocess", "model", "postprocess", "output")
+SKIPPED_NAMED_AT_END = 5        # the end-of-run line names this many skipped frames; the log names all
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -177,7 +186,7 @@ class PipelineOptions:
     max_frames: int | None = None
     drop_oldest: bool | None = None     # None: drop when the sources are live, wait for files
     status_interval_s: float = 1.0      # 0: no status line
-    log_path: Path | None = None
+    log_path: Path | None = None       # written unless the run fails before its first frame
     max_width: int = 2560               # composite width cap
     warmup_frames: int = 0              # output frames left out of the log's steady_fps
 
@@ -218,6 +227,10 @@ class Pipeline:
         self.stopped_by = "end"
         self._stopping = threading.Event()
         self._error: BaseException | None = None
+        self._failed: set[int] = set()          # indices in STAGES of the stages that raised
+        self._aborted = False                   # a second signal: queued frames are dropped
+        self._sink_lock = threading.Lock()      # a frame being written completes before the sinks close
+        self._sinks_closed = False
         drop = self.options.drop_oldest if self.options.drop_oldest is not None else source.live
         # Live frames are dropped only before preprocessing (so no work is spent on a frame that is
         # then thrown away) and after the model (raw outputs, cheapest to drop). The hand-overs in
@@ -263,13 +276,20 @@ class Pipeline:
         except PairSizeError as exc:
             raise SourceError(f"{redact(self.source.infrared.uri)}: {exc}") from None
 
-    def _take(self, queue: FrameQueue) -> Any | None:
-        """The next item for a stage, or ``None`` when its input ended or another stage failed."""
+    def _take(self, queue: FrameQueue, stage: str) -> Any | None:
+        """The next item for a stage, or ``None`` when its input ended, a stage after it failed
+        (nothing it made would be used) or the run was aborted.
+
+        A stage before it failing is no reason to stop: the frames already handed on are finished.
+        """
         item = queue.get()
-        return item if self._error is None else None
+        index = STAGES.index(stage)
+        if self._aborted or any(failed > index for failed in self._failed):
+            return None
+        return item
 
     def _preprocess(self) -> None:
-        while (pair := self._take(self.frames)) is not None:
+        while (pair := self._take(self.frames, "preprocess")) is not None:
             visible, infrared = pair
             start = time.perf_counter()
             prepared = self.prepare(visible, infrared)
@@ -277,7 +297,7 @@ class Pipeline:
             self.feeds.put(_InFlight(visible, prepared))
 
     def _model(self) -> None:
-        while (item := self._take(self.feeds)) is not None:
+        while (item := self._take(self.feeds, "model")) is not None:
             start = time.perf_counter()
             item.outputs = self.processor.infer(item.prepared)
             self.stats.add("model", time.perf_counter() - start)
@@ -286,7 +306,7 @@ class Pipeline:
             self.results.put(item)
 
     def _postprocess(self) -> None:
-        while (item := self._take(self.results)) is not None:
+        while (item := self._take(self.results, "postprocess")) is not None:
             start = time.perf_counter()
             labels, fused = self.processor.restore(item.outputs, item.prepared.fit)
             self.stats.add("postprocess", time.perf_counter() - start)
@@ -297,27 +317,32 @@ class Pipeline:
         return f"{what} | {self.stats.fps():.1f} fps | model {self.stats.mean_ms('model'):.0f} ms | dropped {self.dropped}"
 
     def _output(self) -> None:
-        while (item := self._take(self.restored)) is not None:
+        while (item := self._take(self.restored, "output")) is not None:
             start = time.perf_counter()
             image = self.processor.render(item.visible.image, item.infrared8, item.labels, item.fused,
                                           self.status_text(item.visible.name))
             rendered = Rendered(item.visible.name, image, item.labels, item.fused)
-            for sink in self.sinks:
-                sink.write(rendered)
-                if sink.wants_stop:
-                    self.stop("display")
+            with self._sink_lock:
+                if self._sinks_closed:      # aborted while rendering: the outputs are finalised already
+                    return
+                for sink in self.sinks:
+                    sink.write(rendered)
+                    if sink.wants_stop:
+                        self.stop("display")
             self.stats.add("output", time.perf_counter() - start)
             self.stats.mark_written()
 
     def _spawn(self, name: str, body: Callable[[], None], inbox: FrameQueue | None,
                outbox: FrameQueue | None) -> threading.Thread:
-        """Start one stage; however it ends, its output is closed and its input abandoned."""
+        """Start one stage; however it ends, its output is closed (the stages after it drain it)
+        and its input abandoned (the stage before it is released)."""
         def guarded() -> None:
             try:
                 body()
-            except BaseException as exc:   # handed to the main thread, which re-raises it
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
                 if self._error is None:
                     self._error = exc
+                self._failed.add(STAGES.index(name))
                 self.stop("error")
             finally:
                 if outbox is not None:
@@ -347,6 +372,9 @@ class Pipeline:
                 if self.options.status_interval_s and time.perf_counter() - last_status >= self.options.status_interval_s:
                     self._print_status()
                     last_status = time.perf_counter()
+        except BaseException:
+            self._abort()       # a second signal: drop what is queued, keep the outputs whole
+            raise
         finally:
             self.stop("interrupt" if threads[-1].is_alive() else self.stopped_by)
             for thread in threads:
@@ -354,23 +382,56 @@ class Pipeline:
             close_errors = self._close_sinks()
             restore()
             log = self._log(started_at)
-            if self.options.log_path:
-                write_json_atomic(self.options.log_path, log)
+            log_error = self._write_log(log)
             if self.options.status_interval_s:
                 self._print_status(final=True)
+            self._say_skipped()
         if self._error is not None:
             raise self._error
-        if close_errors:
-            raise close_errors[0]
+        for error in [*close_errors, log_error]:
+            if error is not None:
+                raise error
         return log
 
+    def _abort(self) -> None:
+        """Stop every stage at its next frame; queued frames are dropped, not half-written."""
+        self._aborted = True
+        self.stop("interrupt")
+        for queue in (self.frames, self.feeds, self.results, self.restored):
+            queue.abandon()
+
+    def _write_log(self, log: dict[str, Any]) -> SinkError | None:
+        """Write the run log, except for a run that failed before its first frame (nothing to
+        report but the error, which the user has read: no log, no output folder made for it)."""
+        path = self.options.log_path
+        if path is None or (self._error is not None and self.stats.captured == 0):
+            return None
+        try:
+            write_json_atomic(path, log)
+        except OSError as exc:
+            return SinkError(f"{path}: cannot write the run log ({exc.strerror or type(exc).__name__})")
+        return None
+
+    def _say_skipped(self) -> None:
+        """One line at the end naming the skipped frames (each was also logged as it was skipped)."""
+        skipped, named = self.source.skipped, self.source.skipped_frames[:SKIPPED_NAMED_AT_END]
+        if not skipped:
+            return
+        names = ", ".join(f"{bad.stream} {bad.name}" for bad in named)
+        more = f" and {skipped - len(named)} more" if skipped > len(named) else ""
+        where = f"; all in {self.options.log_path}" if self.options.log_path else ""
+        LOG.warning(f"skipped {skipped} bad frame{'s' if skipped != 1 else ''}: {names}{more}{where}")
+
     def _close_sinks(self) -> list[BaseException]:
+        """Finalise every sink, after the frame being written (if any) is complete."""
         errors: list[BaseException] = []
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:   # finalise every other sink before reporting
-                errors.append(exc)
+        with self._sink_lock:
+            self._sinks_closed = True
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as exc:  # noqa: BLE001 - finalise every other sink before reporting
+                    errors.append(exc)
         return errors
 
     def _install_signal_handlers(self) -> Callable[[], None]:
@@ -385,7 +446,7 @@ class Pipeline:
 
         def handle(signum: int, _frame: object) -> None:
             restore()
-            announce(f"{signal.Signals(signum).name}: stopping; finishing queued frames and closing outputs")
+            LOG.warning(f"{signal.Signals(signum).name}: stopping; finishing queued frames and closing outputs")
             self.stop("signal")
 
         for sig in previous:
@@ -418,7 +479,11 @@ class Pipeline:
             "registration": self.registration_path if self.registration is not None else None,
             "frames": {"captured": self.stats.captured, "processed": self.stats.processed,
                        "written": self.stats.written, "dropped_before_model": self.frames.dropped,
-                       "dropped_before_output": self.results.dropped, "unpaired": self.source.unpaired},
+                       "dropped_before_output": self.results.dropped, "unpaired": self.source.unpaired,
+                       "skipped": self.source.skipped},
+            "on_bad_frame": self.source.on_bad_frame,
+            "skipped_frames": [{"stream": bad.stream, "name": bad.name, "index": bad.index, "error": str(bad)}
+                               for bad in self.source.skipped_frames],
             "reconnects": {"visible": self.source.visible.reconnects, "infrared": self.source.infrared.reconnects},
             "wall_s": round(elapsed, 3), "fps": round(self.stats.written / elapsed, 3) if elapsed > 0 else 0.0,
             "steady": {"after_frames": self.stats.warmup, "frames": self.stats.steady_frames,
