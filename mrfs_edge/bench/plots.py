@@ -59,7 +59,7 @@ def report_palette(num_classes: int) -> list[tuple[int, int, int]]:
     if num_classes == len(MFNET_REPORT_COLOURS) + 1:
         return [(0, 0, 0), *MFNET_REPORT_COLOURS]
     hues = [(0.58 + 0.618034 * i) % 1.0 for i in range(num_classes - 1)]   # golden-ratio steps
-    return [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 1.0)) for h in hues]
+    return [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.6, 1.0)) for h in hues]
 
 
 def dimmed_grey(visible: np.ndarray) -> np.ndarray:
@@ -180,7 +180,7 @@ def _legend(figure: Any, names: Sequence[str], palette: Sequence[Sequence[int]],
         handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markersize=10,
                               markeredgecolor=np.asarray(DISAGREEMENT_COLOUR) / 255,
                               label=f"ring: a differing region of ≤ {SMALL_REGION_PIXELS} px"))
-    figure.legend(handles=handles, loc="upper center", ncol=min(len(handles), 5), fontsize=11, frameon=False,
+    figure.legend(handles=handles, loc="upper center", ncol=(len(handles) + 1) // 2, fontsize=11, frameon=False,
                   bbox_to_anchor=(0.5, 0.0))
 
 

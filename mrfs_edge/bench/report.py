@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mrfs_edge.bench.modes import REFERENCE, Mode
+from mrfs_edge.bench.modes import MODES, REFERENCE, Mode
 from mrfs_edge.core.files import write_bytes_atomic
 
 SCHEMA = "mrfs_edge.bench/1"
@@ -70,6 +70,12 @@ GLOSSARY = (
                           "PSNR vs the reference.")),
     ("Δ", "in the per-class and fusion tables: this mode − the reference."),
 )
+PLOT_CAPTIONS = {
+    "latency_vs_miou": "Latency against the mIoU change from the reference (at least ±1 point shown, so small "
+                       "drops look small)",
+    "per_class_iou": "IoU per class, and each mode's change from the reference in IoU points",
+    "grid": "The mode that disagrees most with the reference: where its classes differ (magenta)",
+}
 # Words for a row's figure paths in "Not measured" (a path not here is shown as its last part).
 PATH_WORDS = {
     "device": "device", "detail": "backend details", "model_file": "model file", "file_size_bytes": "file size",
@@ -252,8 +258,10 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += _not_measured(rows)
     plots = report.get("plots") or {}
     if plots:
-        lines += ["## Plots", ""] + [f"![{name}]({path})" if path else f"- {name}: not drawn ({reason})"
-                                     for name, (path, reason) in plots.items()] + [""]
+        lines += ["## Plots", ""]
+        for name, (path, reason) in plots.items():
+            lines += [f"{plot_caption(name)}:", "", f"![{name}]({path})", ""] if path else \
+                [f"- {plot_caption(name)}: not drawn ({reason})", ""]
     return "\n".join(lines)
 
 
@@ -294,6 +302,16 @@ def _per_class_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         body.append([_mode_cell(r)] + [f"{_num(acc['per_class_iou'][c], 1, 100)} ({_num(deltas.get(c), 2, 100)})"
                                        for c in classes] + [_num(acc["pixel_accuracy"], 2, 100)])
     return lines + _table(["mode", *classes, "pixel acc %"], body)
+
+
+def plot_caption(name: str) -> str:
+    """What a plot shows, in a sentence fragment (``grid_<mode>``: that mode's disagreement grid)."""
+    if name.startswith("grid_"):
+        mode = name[len("grid_"):]
+        label = MODES[mode].label if mode in MODES else mode
+        return (f"{label}: the pairs it disagrees with the reference on most (and a day and a night pair); "
+                "magenta = a pixel whose class differs from the reference's")
+    return PLOT_CAPTIONS.get(name, name)
 
 
 def busy_note(machine: Mapping[str, Any]) -> str | None:
