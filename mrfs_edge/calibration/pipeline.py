@@ -7,6 +7,7 @@ into an engine; the summary's figures come from running the Q/DQ model on held-o
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,8 @@ from mrfs_edge.core.errors import ExportError
 from mrfs_edge.core.files import atomic_path, write_json_atomic
 from mrfs_edge.io.pairs import PairFolder
 
+LOG = logging.getLogger(__name__)
+
 
 @dataclass
 class CalibrationConfig:
@@ -64,12 +67,15 @@ def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict
 
 
 def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: PairFolder | None,
-                       contract: ModelContract, label: str, log: Callable[[str], None]) -> dict[str, Any] | None:
+                       contract: ModelContract, label: str,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Run ``variant`` and the FP32 model on every pair of ``folder``; agreement and fused PSNR/SSIM.
 
     Used for the Q/DQ model here and for the emulated FP16 graph by the engine builder, so the
-    figures a summary prints for either precision come from the same comparison.
+    figures a summary prints for either precision come from the same comparison. The figures are
+    logged (``log`` overrides the module logger; kept while callers still pass one).
     """
+    log = log or LOG.info
     if folder is None:
         return None
     feeds = [f for f in tqdm(_feeds(folder, contract, len(folder)), desc="held-out pairs", leave=False)]
@@ -81,8 +87,13 @@ def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: 
 
 
 def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: CalibrationConfig,
-              eval_folder: PairFolder | None = None, log: Callable[[str], None] = print) -> CalibrationArtifacts:
-    """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model."""
+              eval_folder: PairFolder | None = None,
+              log: Callable[[str], None] | None = None) -> CalibrationArtifacts:
+    """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model.
+
+    Progress goes to the module logger (``log`` overrides it; kept while callers still pass one).
+    """
+    log = log or LOG.info
     started = time.perf_counter()
     phases: dict[str, float] = {}
     clock = [started]

@@ -7,9 +7,11 @@ the file. A failing export leaves nothing at the output path.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from mrfs_edge.export.wrapper import DeployWrapper, decompose_layernorm
 from mrfs_edge.model.checkpoint import load_checkpoint
 from mrfs_edge.model.contract import build_contract
 from mrfs_edge.model.network import MRFS
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,8 +109,13 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
                 options: ExportOptions | None = None, parity_data: str | os.PathLike[str] | None = None,
-                parity_split: str | os.PathLike[str] | None = None, log=print) -> ExportResult:
-    """Export ``checkpoint`` to ``output`` and prove it; raises :class:`ExportError` on failure."""
+                parity_split: str | os.PathLike[str] | None = None,
+                log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export ``checkpoint`` to ``output`` and prove it; raises :class:`ExportError` on failure.
+
+    Progress goes to the module logger (``log`` overrides it; kept while callers still pass one).
+    """
+    log = log or LOG.info
     options = options or ExportOptions()
     output = Path(output)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ the last save with the same schedule.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from mrfs_edge.model.network import MRFS
 from mrfs_edge.model.variants import ModelConfig
 from mrfs_edge.train.augment import AugmentConfig, augment
 from mrfs_edge.train.loss import MRFSLoss, balanced_class_weights
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,7 +133,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.rng.bit_generator.state = state["rng"]
-        print(f"resumed {self.last_path} at iteration {self.iteration}/{self.config.iterations}")
+        LOG.info(f"resumed {self.last_path} at iteration {self.iteration}/{self.config.iterations}")
 
     def save(self) -> None:
         save_checkpoint(self.last_path, self.model, optimizer=self.optimizer, iteration=self.iteration,
@@ -160,10 +163,10 @@ class Trainer:
     def run(self) -> None:
         c = self.config
         self.model.train()
-        log = open(self.out_dir / "log.jsonl", "a")
-        bar = tqdm(total=c.iterations, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True)
         started, start_iteration = time.time(), self.iteration
-        with ThreadPoolExecutor(max_workers=1) as prefetch:
+        # Closed on every way out (a signal, an error): the bar is not redrawn after the last message.
+        with open(self.out_dir / "log.jsonl", "a") as log, ThreadPoolExecutor(max_workers=1) as prefetch, \
+                tqdm(total=c.iterations, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True) as bar:
             upcoming = prefetch.submit(self._batch)
             while self.iteration < c.iterations:
                 batch = upcoming.result()
@@ -184,8 +187,6 @@ class Trainer:
                     log.write(json.dumps({"iteration": self.iteration, "val_miou": score.miou}) + "\n")
                     bar.write(f"iteration {self.iteration}: val mIoU {100 * score.miou:.2f}%")
                     self.model.train()
-        bar.close()
-        log.close()
 
     def evaluate(self, split: str | None = None, scale: float = 1.0):
         """mIoU on the held-out list at full resolution (480×640 for MFNet), authors' metric."""
