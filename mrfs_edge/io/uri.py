@@ -7,7 +7,9 @@ sides and is checked, with a one-line error naming the URI, before any device is
 ====================================  ========  ==================================================
 form                                  role      options (query string, typed here)
 ====================================  ========  ==================================================
-``dir``, ``image.png``, ``file://…``  both      sink videos: ``codec`` (FourCC, e.g. ``MJPG``)
+``dir``, ``image.png``, ``file://…``  both      sink videos: ``codec`` (FourCC, e.g. ``MJPG``);
+                                                  a sink is a video or a folder (no extension,
+                                                  or a trailing ``/``), never ``out.gif``
 ``clip.mp4`` (``.avi .mkv …``)        both      as above
 ``v4l2:///dev/video0``, ``/dev/…``    source    ``format`` (FourCC), ``width``, ``height``, ``fps``
 ``csi://0``                           source    ``width``, ``height``, ``fps`` (integer), ``flip`` 0–7
@@ -25,14 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Literal, Tuple, Union  # noqa: UP035 (run-time aliases subscript on 3.8)
+from typing import Callable, Literal, Tuple, Union  # run-time aliases subscript on 3.8
 from urllib.parse import parse_qsl
 
 from mrfs_edge.core.errors import MrfsEdgeError, SinkError, SourceError
 
 Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null"]
 Role = Literal["source", "sink"]
-OptionValue = Union[int, float, str]  # noqa: UP007 - a runtime alias: `int | float` needs 3.10
+OptionValue = Union[int, float, str]  # a runtime alias: `int | float` needs 3.10
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
@@ -76,7 +78,7 @@ def _fourcc(text: str) -> str:
 
 
 # An option's converter, and what its value must be (said in the error when it is not).
-_Kind = Tuple[Callable[[str], OptionValue], str]  # noqa: UP006 - a runtime alias: tuple[...] needs 3.9
+_Kind = Tuple[Callable[[str], OptionValue], str]  # a runtime alias: tuple[...] needs 3.9
 _POSITIVE_INT: _Kind = (_positive_int, "a positive integer")
 _POSITIVE_FLOAT: _Kind = (_positive_float, "a positive number")
 _FLIP: _Kind = (_flip, "an nvvidconv flip-method from 0 to 7")
@@ -152,6 +154,16 @@ def _options(shown: str, scheme: str, role: Role, query: str, error: type[MrfsEd
     return options
 
 
+def _check_output_path(shown: str, location: str) -> None:
+    """An output file is a video; anything else with an extension (``out.gif``, ``frame.png``) is
+    refused rather than silently made a folder of that name. A folder whose name has a dot is
+    written with a trailing ``/`` (``runs/v1.2/``)."""
+    suffix = Path(location).suffix.lower()
+    if suffix and suffix not in VIDEO_EXTENSIONS and not location.endswith("/"):
+        raise SinkError(f"{shown}: unsupported output extension '{suffix}' (videos: {' '.join(VIDEO_EXTENSIONS)}; "
+                        f"a folder of images: no extension, or end it with '/')")
+
+
 def parse_uri(text: str, role: Role) -> URI:
     """Parse a source or output URI; :class:`SourceError` / :class:`SinkError` (one line) when wrong.
 
@@ -184,6 +196,8 @@ def parse_uri(text: str, role: Role) -> URI:
         raise error(f"{shown}: no device after v4l2:// (e.g. v4l2:///dev/video0)")
     if scheme == "file" and not location:
         raise error(f"{shown}: no path after file://")
+    if scheme == "file" and role == "sink":
+        _check_output_path(shown, location)
     if scheme == "display" and not location:
         location = "0"
     return URI(text, scheme, location, options)
