@@ -23,11 +23,17 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import ModelFileError
 from mrfs_edge.core.files import write_json_atomic
+
+# What an engine was asked to run: best = INT8 where calibrated, FP16 elsewhere.
+Precision = Literal["fp32", "fp16", "int8", "best"]
+# INT8 route: explicit = Q/DQ nodes in the ONNX; implicit = TensorRT's own calibrator.
+Quant = Literal["explicit", "implicit"]
+TrtCalibrationMethod = Literal["entropy", "minmax"]
 
 REBUILD_COMMAND = "python export/build_engine.py --onnx {onnx} --{precision}"
 
@@ -44,7 +50,7 @@ class Machine(NamedTuple):
 class CalibrationInfo:
     """Implicit-INT8 provenance: which data set the scales came from."""
 
-    method: str                 # "entropy" | "minmax"
+    method: TrtCalibrationMethod
     set_sha256: str | None      # hash of the calibration batches (None: unknown, cache given alone)
     size: int                   # number of samples (0 when unknown)
     cache_file: str | None
@@ -59,9 +65,9 @@ class EngineSidecar:
     tensorrt_version: str
     gpu_name: str
     compute_capability: tuple[int, int]
-    precision: str                          # fp32 | fp16 | int8 | best
+    precision: Precision
     strongly_typed: bool
-    quant: str | None                       # explicit | implicit | None (no INT8)
+    quant: Quant | None                     # None: no INT8
     dla_core: int | None
     pins: dict[str, list[str]]              # {"fp32": [layer names kept in FP32]}
     input_shapes: dict[str, list[int]]      # opt shapes (the static shapes of a static engine)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import onnx
 from tqdm import tqdm
@@ -47,8 +47,8 @@ LOG = logging.getLogger(__name__)
 @dataclass
 class CalibrationConfig:
     count: int = 16
-    method: str = "percentile"         # percentile (99.999 %) | entropy | max
-    quantizer: str = "auto"            # auto (ModelOpt if installed) | modelopt | ort
+    method: Literal["percentile", "entropy", "max"] = "percentile"   # percentile: 99.999 %
+    quantizer: Literal["auto", "modelopt", "ort"] = "auto"          # auto: ModelOpt if installed, else ort
     mixed_precision: bool = True
     sensitivity_pairs: int = 4
     budget: Budget = field(default_factory=Budget)

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from mrfs_edge import __version__ as TOOLKIT_VERSION
 from mrfs_edge.backends import trt_compat as compat
 from mrfs_edge.backends.machine import machine_info
-from mrfs_edge.backends.sidecar import EngineSidecar, Machine, write_sidecar
+from mrfs_edge.backends.sidecar import EngineSidecar, Machine, Precision, Quant, write_sidecar
 from mrfs_edge.backends.trt_inspector import parse_engine_information, pins_not_held, summary_line, write_layer_report
 from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import ExportError
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import tensorrt
 
 LOG = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8", "best")
-QUANT_MODES = ("explicit", "implicit")
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+QUANT_MODES: tuple[Quant, ...] = get_args(Quant)
 
 
 @dataclass
@@ -55,8 +55,8 @@ class EngineBuildConfig:
     ``require_pins``: an FP32 pin TensorRT did not hold fails the build (else a warning and a note).
     """
 
-    precision: str = "fp16"
-    quant: str = "explicit"
+    precision: Precision = "fp16"
+    quant: Quant = "explicit"
     workspace_mib: int = 1024
     dla_core: int | None = None
     timing_cache: str | os.PathLike[str] | None = None
