@@ -377,10 +377,12 @@ class Pipeline:
             raise
         finally:
             self.stop("interrupt" if threads[-1].is_alive() else self.stopped_by)
-            for thread in threads:
-                thread.join(timeout=5.0)
-            close_errors = self._close_sinks()
-            restore()
+            try:
+                for thread in threads:
+                    thread.join(timeout=5.0)
+            finally:                    # even when yet another signal cuts the wait short
+                close_errors = self._close_sinks()
+                restore()
             log = self._log(started_at)
             log_error = self._write_log(log)
             if self.options.status_interval_s:
