@@ -59,6 +59,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """``type=`` for a tolerance or rate that must be above 0 (and finite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def image_side(text: str) -> int:
     """``type=`` for an input height or width: a multiple of 32 from 32 to :data:`MAX_SIDE`."""
     value = _integer(text)
