@@ -47,5 +47,5 @@ def demo_onnx(tmp_path_factory) -> Path:
     from mrfs_edge.export import export_onnx
 
     path = tmp_path_factory.mktemp("demo_onnx") / "mrfs_b0_demo_480x640.onnx"
-    export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=480, width=640, parity_pairs=1), log=lambda _: None)
+    export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=480, width=640, parity_pairs=1))
     return path

@@ -56,7 +56,7 @@ def bench(small_pairs, tmp_path_factory):
     config = BenchConfig(data=small_pairs, split=None, output_dir=out, modes=MODES, runs=2, warmup=1, threads=2,
                          calibration=CalibrationConfig(count=2, mixed_precision=False), grid_pairs=2, progress=False,
                          save_reference=out / "reference.npz")
-    return run_benchmark(config, log=lambda _: None)
+    return run_benchmark(config)
 
 
 def rows_by_mode(report: dict) -> dict[str, dict]:
@@ -178,7 +178,7 @@ def test_with_pytorch_the_reference_row_is_added_and_marked(bench):
     from mrfs_edge.bench.harness import Harness
 
     plan = Harness(BenchConfig(data=Path(bench.report["config"]["data"]), split=None, modes=["onnxruntime-fp32"],
-                               progress=False), log=lambda _: None).plan()
+                               progress=False)).plan()
     assert plan.modes == [REFERENCE, "onnxruntime-fp32"] and plan.reference_mode == REFERENCE
     assert [row["reference"] for row in bench.report["rows"]] == [True] + [False] * (len(MODES) - 1)
     assert bench.report["config"]["reference"] == REFERENCE
@@ -191,7 +191,7 @@ def test_saved_reference_scores_a_row_as_the_reference_run_did(bench, tmp_path):
     saved = bench.paths["json"].parent / "reference.npz"
     config = BenchConfig(data=Path(bench.report["config"]["data"]), split=None, output_dir=tmp_path,
                          modes=["onnxruntime-fp32"], runs=1, warmup=0, threads=2, reference=saved, progress=False)
-    again = run_benchmark(config, log=lambda _: None).report
+    again = run_benchmark(config).report
     assert [row["mode"] for row in again["rows"]] == ["onnxruntime-fp32"]   # PyTorch did not run here
     assert again["config"]["reference"] == REFERENCE and again["config"]["reference_file"] == str(saved)
     first, second = rows_by_mode(bench.report)["onnxruntime-fp32"], again["rows"][0]

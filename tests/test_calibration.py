@@ -109,7 +109,7 @@ def test_pipeline_writes_a_conformant_qdq_model_with_measured_figures(tmp_path, 
     (tmp_path / "eval.txt").write_text("00147D\n01110N\n")
     artifacts = calibrate(demo_onnx, tmp_path / "out", PairFolder(SAMPLES, CALIB_SPLIT),
                           CalibrationConfig(count=2, method="max", quantizer="ort", mixed_precision=False),
-                          PairFolder(SAMPLES, tmp_path / "eval.txt"), log=lambda _: None)
+                          PairFolder(SAMPLES, tmp_path / "eval.txt"))
     qdq = onnx.load(str(artifacts.qdq_onnx))
     assert trt_rule_violations(qdq) == []
     summary = json.loads(artifacts.summary_json.read_text())

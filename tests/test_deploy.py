@@ -224,8 +224,7 @@ def test_benchmark_qdq_row_recalibrates_when_its_calibration_config_changes(tmp_
     caplog.set_level(logging.INFO, logger="mrfs_edge.deploy")
 
     def qdq_for(config: CalibrationConfig) -> Path:   # a fresh benchmark run's model files each time
-        files = ModelFiles(Path("unused.pth"), 480, 640, tmp_path / "models", onnx=demo_onnx, calibration=config,
-                           log=lambda _: None)
+        files = ModelFiles(Path("unused.pth"), 480, 640, tmp_path / "models", onnx=demo_onnx, calibration=config)
         return files.path_for(MODES["onnxruntime-int8"])
 
     cheap = {"count": 2, "quantizer": "ort", "mixed_precision": False}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,14 +159,15 @@ def test_fp16_pins_contract_nodes_and_layernorm_pieces(tmp_path: Path, release: 
 
 
 @pytest.mark.parametrize("release", WEAK)
-def test_layer_report_is_stored_and_counted(tmp_path: Path, release: str, capsys) -> None:
+def test_layer_report_is_stored_and_counted(tmp_path: Path, release: str, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mrfs_edge.engine.builder")
     sidecar, _, _ = build(tmp_path, release, precision="fp16")
     report = json.loads(layers_path(tmp_path / "tiny.engine").read_text())
     assert report == sidecar.layers == read_sidecar(tmp_path / "tiny.engine").layers
     by_name = {layer["name"]: layer for layer in report["layers"]}
     assert by_name["/head/Conv"]["precision"] == "FP32" and by_name["/fuse/Conv"]["precision"] == "FP16"
     assert report["counts"] == {"INT8": 0, "FP16": 5, "FP32": 8, "other": 0, "GPU": 13, "DLA": 0}
-    assert "tiny.onnx: 13 layers: 0 INT8, 5 FP16, 8 FP32; 0 on DLA" in capsys.readouterr().out
+    assert "tiny.onnx: 13 layers: 0 INT8, 5 FP16, 8 FP32; 0 on DLA" in caplog.text
     assert sidecar.precision_built == "fp16"
 
 

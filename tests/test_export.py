@@ -71,8 +71,7 @@ def exported(workdir, checkpoints):
     def get(tag: str, which: str = "b0", **options) -> ExportResult:
         if tag not in cache:
             options.setdefault("parity_pairs", 1)
-            cache[tag] = export_onnx(checkpoints[which], workdir / f"{tag}.onnx", ExportOptions(**options),
-                                     log=lambda _: None)
+            cache[tag] = export_onnx(checkpoints[which], workdir / f"{tag}.onnx", ExportOptions(**options))
         return cache[tag]
     return get
 
@@ -261,7 +260,7 @@ def test_failed_parity_leaves_no_file(workdir, checkpoints) -> None:
     output = workdir / "must_not_exist.onnx"
     with pytest.raises(ExportError) as info:
         export_onnx(checkpoints["b0"], output, ExportOptions(height=64, width=64, simplify=False,
-                                                             tolerance=-1.0, parity_pairs=1), log=lambda _: None)
+                                                             tolerance=-1.0, parity_pairs=1))
     assert str(output) in str(info.value) and "parity" in str(info.value)
     assert not output.exists() and not list(workdir.glob("must_not_exist*"))
 

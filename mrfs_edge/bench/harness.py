@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +37,12 @@ from mrfs_edge.bench.reference import (
     save_reference,
     torch_installed,
 )
-from mrfs_edge.core.log import announce
 from mrfs_edge.io.pairs import PairFolder
 
 if TYPE_CHECKING:
     from mrfs_edge.calibration.pipeline import CalibrationConfig
 
+LOG = logging.getLogger(__name__)
 LATENCY_PAIRS = 8      # distinct frames cycled through by the timed runs (read once, kept in memory)
 
 
@@ -165,7 +166,7 @@ def _failure(exc: BaseException) -> str:
 class Harness:
     """Runs the modes of ``config`` in order and assembles the report."""
 
-    def __init__(self, config: BenchConfig, log: Callable[[str], None] = announce) -> None:
+    def __init__(self, config: BenchConfig) -> None:
         self.config = config
         self.folder = PairFolder(config.data, config.split)
         self.labelled = self.folder.has_labels
@@ -174,19 +175,11 @@ class Harness:
         self.latency_pairs = [first] + [self.folder[i] for i in range(1, min(len(self.folder), LATENCY_PAIRS))]
         self.models_dir = config.output_dir / "models"
         self._bar: tqdm | None = None
-        self._log = log
         self.files = ModelFiles(config.checkpoint, self.height, self.width, self.models_dir, max(config.batches),
                                 config.threads, config.torch_device, config.onnx, config.qdq, dict(config.engines),
-                                config.calibration, log=self.log)
+                                config.calibration)
         self.memory = PeakMemory()
         self.palette: Sequence[Sequence[int]] = []   # the reference model's class colours, for the grid
-
-    def log(self, message: str) -> None:
-        """Messages above the progress bar instead of through it."""
-        if self._bar is not None:
-            self._bar.write(f"[mrfs-edge] {message}")
-        else:
-            self._log(message)
 
     def tick(self) -> None:
         if self._bar is not None:
@@ -209,20 +202,20 @@ class Harness:
             saved = SavedReference(config.reference)
             for engine in config.engines.values():
                 saved.check_engine(engine)
-            self.log(f"reference: {saved.describe()}")
+            LOG.info(f"reference: {saved.describe()}")
             return RowPlan(_ordered(modes), None, saved, skipped, saved.describe())
         if torch_ok:
             if REFERENCE not in modes:
-                self.log(f"--modes: adding {REFERENCE}, the reference the other rows are compared with")
+                LOG.info(f"--modes: adding {REFERENCE}, the reference the other rows are compared with")
             return RowPlan(_ordered([REFERENCE] + modes), REFERENCE, None, skipped, MODES[REFERENCE].label)
         fp32, why = self._fp32_reference()
         if fp32 is None:
             note = f"no FP32 reference: PyTorch is not installed and {why}; {HOW_TO_GET_ONE}"
-            self.log(f"{note}; the rows are scored against ground truth only")
+            LOG.info(f"{note}; the rows are scored against ground truth only")
             if FALLBACK_REFERENCE in modes:
                 skipped[FALLBACK_REFERENCE] = f"no FP32 ONNX here: {why}"
             return RowPlan(_ordered(modes), None, None, skipped, "none", note)
-        self.log(f"PyTorch is not installed: the reference is the FP32 ONNX {fp32} in ONNX Runtime")
+        LOG.info(f"PyTorch is not installed: the reference is the FP32 ONNX {fp32} in ONNX Runtime")
         return RowPlan(_ordered([FALLBACK_REFERENCE] + modes), FALLBACK_REFERENCE, None, skipped,
                        f"{MODES[FALLBACK_REFERENCE].label} ({fp32})")
 
@@ -257,7 +250,7 @@ class Harness:
                 plan.skipped.setdefault(mode.name, trt_reason)
         runnable = [m for m in modes if m.name not in plan.skipped]
         per_mode = sum(config.warmup + config.runs for _ in config.batches) + len(self.folder)
-        self.log(f"{len(self.folder)} pairs at {self.width}x{self.height}, modes: {', '.join(m.name for m in modes)}; "
+        LOG.info(f"{len(self.folder)} pairs at {self.width}x{self.height}, modes: {', '.join(m.name for m in modes)}; "
                  f"{config.threads} threads")
         rows: list[dict[str, Any]] = []
         grid: dict[str, list[PairOutputs]] = {}
@@ -267,7 +260,7 @@ class Harness:
             for mode in modes:
                 if mode not in runnable:
                     rows.append(report.empty_row(mode, plan.skipped[mode.name]))
-                    self.log(f"{mode.name}: skipped ({plan.skipped[mode.name]})")
+                    LOG.info(f"{mode.name}: skipped ({plan.skipped[mode.name]})")
                     continue
                 self._bar.set_description(mode.name)
                 is_reference = mode.name == plan.reference_mode
@@ -278,7 +271,7 @@ class Harness:
                     if is_reference:
                         raise
                     reason = _failure(exc)
-                    self.log(f"{mode.name}: {reason}")
+                    LOG.info(f"{mode.name}: {reason}")
                     rows.append(report.empty_row(mode, reason))
                     continue
                 if is_reference:
@@ -286,7 +279,7 @@ class Harness:
                     row["reference"] = True
                 grid[mode.name] = accuracy.outputs[:config.grid_pairs]
                 rows.append(row)
-                self.log(self._one_line(row))
+                LOG.info(self._one_line(row))
         self._bar = None
         return self.assemble(rows, grid, time.perf_counter() - started, load_start, plan)
 
@@ -330,7 +323,7 @@ class Harness:
             if is_reference and config.save_reference is not None:
                 save_reference(config.save_reference, mode.name, str(path), runner.contract, self.folder.names,
                                accuracy.outputs)
-                self.log(f"saved the {mode.name} outputs of {len(self.folder)} pairs to {config.save_reference} "
+                LOG.info(f"saved the {mode.name} outputs of {len(self.folder)} pairs to {config.save_reference} "
                          "(pass it to benchmarks/run.py --reference on the target)")
             row = {**report.empty_row(mode, ""), "backend": runner.backend, "device": runner.device,
                    "detail": _describe(runner, config.threads), "model_file": str(path),
@@ -420,9 +413,9 @@ class Harness:
         }
 
 
-def run_benchmark(config: BenchConfig, log: Callable[[str], None] = announce) -> BenchResult:
+def run_benchmark(config: BenchConfig) -> BenchResult:
     """Run ``config`` and write ``report.json``, ``report.md`` and the plots into its output directory."""
-    return Harness(config, log).run()
+    return Harness(config).run()
 
 
 def _ordered(modes: Sequence[str]) -> list[str]:

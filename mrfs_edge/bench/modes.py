@@ -11,6 +11,7 @@ of ending the run.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_INPUT_SIZE
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.bench.reference import check_fp32_onnx, fp32_name
 from mrfs_edge.core.errors import ModelFileError
-from mrfs_edge.core.log import announce
 from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph, why_rebuild
 
 if TYPE_CHECKING:
     from mrfs_edge.calibration.pipeline import CalibrationConfig
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,6 @@ class ModelFiles:
     qdq: Path | None = None
     engines: dict[str, Path] = field(default_factory=dict)
     calibration: CalibrationConfig | None = None
-    log: Callable[[str], None] = announce
     _made: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
 
     def path_for(self, mode: Mode) -> Path:
@@ -148,7 +149,7 @@ class ModelFiles:
 
             step = QdqGraph(self.fp32_onnx(), PairFolder(SAMPLES, CALIB_SPLIT), self.calibration or CalibrationConfig())
             if why_rebuild(step.target(self.work_dir), step.key()) is not None:
-                self.log(f"calibrating INT8 on the bundled calibration pairs into {self.work_dir} "
+                LOG.info(f"calibrating INT8 on the bundled calibration pairs into {self.work_dir} "
                          "(pass --qdq to reuse a Q/DQ model instead)")
             return step.run(self.work_dir).path
         return self._once("int8", make)

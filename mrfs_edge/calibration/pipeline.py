@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,33 +66,25 @@ def _feeds(folder: PairFolder, contract: ModelContract, count: int) -> list[dict
 
 
 def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: PairFolder | None,
-                       contract: ModelContract, label: str,
-                       log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+                       contract: ModelContract, label: str) -> dict[str, Any] | None:
     """Run ``variant`` and the FP32 model on every pair of ``folder``; agreement and fused PSNR/SSIM.
 
     Used for the Q/DQ model here and for the emulated FP16 graph by the engine builder, so the
-    figures a summary prints for either precision come from the same comparison. The figures are
-    logged (``log`` overrides the module logger; kept while callers still pass one).
+    figures a summary prints for either precision come from the same comparison.
     """
-    log = log or LOG.info
     if folder is None:
         return None
     feeds = [f for f in tqdm(_feeds(folder, contract, len(folder)), desc="held-out pairs", leave=False)]
     score = QuantEvaluator(fp32, feeds).score(variant)
     figures = {"pairs": len(feeds), "split": str(folder.root), **score.as_dict()}
-    log(f"held-out ({len(feeds)} pairs): {label} vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
+    LOG.info(f"held-out ({len(feeds)} pairs): {label} vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
         f"fused PSNR {score.fused_psnr:.1f} dB, SSIM {score.fused_ssim:.4f}")
     return figures
 
 
 def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: CalibrationConfig,
-              eval_folder: PairFolder | None = None,
-              log: Callable[[str], None] | None = None) -> CalibrationArtifacts:
-    """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model.
-
-    Progress goes to the module logger (``log`` overrides it; kept while callers still pass one).
-    """
-    log = log or LOG.info
+              eval_folder: PairFolder | None = None) -> CalibrationArtifacts:
+    """Calibrate, analyse sensitivity, choose mixed precision, write and verify the Q/DQ model."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
     clock = [started]
@@ -107,12 +98,12 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     contract = read_onnx_contract(fp32_onnx)
     stem = fp32_onnx.stem
     calibration = CalibrationSet.from_folder(calib_folder, config.count, contract)
-    log(f"calibration set: {len(calibration)} pairs from {calib_folder.root} ({', '.join(calibration.names)})")
+    LOG.info(f"calibration set: {len(calibration)} pairs from {calib_folder.root} ({', '.join(calibration.names)})")
     table = out_dir / f"{stem}.calib-{config.method}.json"
     fp32 = onnx.load(str(fp32_onnx))
     candidates = weighted_nodes(fp32)
     with atomic_path(out_dir / f"{stem}.int8-all.onnx") as full_path:
-        log(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
+        LOG.info(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
         table.unlink(missing_ok=True)   # a table left by an earlier run may come from other pairs
         quantize_ort(fp32_onnx, full_path, calibration, config.method, table, candidates)
         full = onnx.load(str(full_path))
@@ -126,12 +117,12 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
                                    progress=lambda items: tqdm(list(items), desc="sensitivity", unit="group"))
         selection = select_mixed_precision(full, evaluator, config.budget, groups, macs)
         keep = set(selection.quantized_nodes)
-        log(f"mixed precision: {len(selection.kept_high)} groups kept high "
+        LOG.info(f"mixed precision: {len(selection.kept_high)} groups kept high "
             f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
     else:
         groups, selection, keep = [], None, set(candidates)
         if config.mixed_precision:
-            log(f"every weighted layer in INT8 meets the budget with margin on {len(evaluator.feeds)} calibration "
+            LOG.info(f"every weighted layer in INT8 meets the budget with margin on {len(evaluator.feeds)} calibration "
                 f"pairs (agreement {100 * full_score.pixel_agreement:.2f}%, PSNR {full_score.fused_psnr:.1f} dB): "
                 "no layer needs higher precision, sensitivity analysis skipped")
     phase("sensitivity_and_selection")
@@ -151,7 +142,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
         int8_nodes = quantized_nodes(qdq)
         int8_fraction = sum(macs.get(n, 0) for n in int8_nodes) / max(total_macs, 1)
         phase("qdq_model")
-        held_out = held_out_agreement(fp32, qdq, eval_folder, contract, "INT8", log)
+        held_out = held_out_agreement(fp32, qdq, eval_folder, contract, "INT8")
         phase("held_out_check")
         summary = {
             "fp32_onnx": str(fp32_onnx), "qdq_onnx": str(out_dir / f"{stem}.int8.onnx"), "quantizer": quantizer,
@@ -181,6 +172,6 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
         save_with_metadata(qdq, metadata, qdq_path)
     (out_dir / f"{stem}.int8-all.onnx").unlink(missing_ok=True)
     summary_path = write_json_atomic(out_dir / f"{stem}.int8.summary.json", summary)
-    log(f"wrote {out_dir / f'{stem}.int8.onnx'} ({len(int8_nodes)}/{len(candidates)} layers INT8, "
+    LOG.info(f"wrote {out_dir / f'{stem}.int8.onnx'} ({len(int8_nodes)}/{len(candidates)} layers INT8, "
         f"{100 * int8_fraction:.1f}% of MACs), range table {table}, summary {summary_path}")
     return CalibrationArtifacts(out_dir / f"{stem}.int8.onnx", table, summary_path, summary)

@@ -66,13 +66,3 @@ def is_verbose() -> bool:
     """Whether ``-v`` (DEBUG) is in effect for the toolkit's messages."""
     return logging.getLogger(ROOT_LOGGER).isEnabledFor(logging.DEBUG)
 
-
-def announce(message: str) -> None:
-    """Deprecated: use ``logging.getLogger(__name__).info(message)``; kept until its last callers move.
-
-    It used to print unconditionally, so it configures the console the first time when nothing has.
-    """
-    logger = logging.getLogger(ROOT_LOGGER)
-    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
-        configure_logging()
-    logger.info(message)

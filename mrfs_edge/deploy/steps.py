@@ -73,7 +73,7 @@ class Fp32Onnx:
         def build() -> None:
             with needs_extra("ONNX export"):
                 from mrfs_edge.export.onnx_export import export_onnx
-            export_onnx(self.checkpoint, target, self.options, self.parity_data, self.parity_split, log=LOG.info)
+            export_onnx(self.checkpoint, target, self.options, self.parity_data, self.parity_split)
 
         reuse_or_build(target, self.key(), build)
         return target
@@ -154,7 +154,7 @@ class QdqGraph:
         def build() -> None:
             with needs_extra("INT8 calibration"):
                 from mrfs_edge.calibration.pipeline import calibrate
-            calibrate(self.source, out_dir, self.calibration_pairs, self.config, self.held_out, log=LOG.info)
+            calibrate(self.source, out_dir, self.calibration_pairs, self.config, self.held_out)
 
         built = reuse_or_build(target, self.key(), build, companions=[summary_path])
         return QdqResult(target, json.loads(summary_path.read_text()), built)

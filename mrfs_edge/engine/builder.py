@@ -176,7 +176,7 @@ def _layer_report(api: compat.TrtApi, data: bytes, config: EngineBuildConfig, pi
     if text is None:
         raise ExportError(f"{onnx_path.name}: TensorRT {api.version_text} cannot load the engine it just built")
     report = parse_engine_information(text)
-    print(f"{onnx_path.name}: {summary_line(report)}")   # what the user must see after every build
+    LOG.info(f"{onnx_path.name}: {summary_line(report)}")   # what the user must see after every build
     dropped = pins_not_held(report, pins)
     if dropped:
         message = (f"{onnx_path.name}: {len(dropped)} FP32 pin(s) did not hold (TensorRT fused them into lower "

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,20 +108,15 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
                 options: ExportOptions | None = None, parity_data: str | os.PathLike[str] | None = None,
-                parity_split: str | os.PathLike[str] | None = None,
-                log: Callable[[str], None] | None = None) -> ExportResult:
-    """Export ``checkpoint`` to ``output`` and prove it; raises :class:`ExportError` on failure.
-
-    Progress goes to the module logger (``log`` overrides it; kept while callers still pass one).
-    """
-    log = log or LOG.info
+                parity_split: str | os.PathLike[str] | None = None) -> ExportResult:
+    """Export ``checkpoint`` to ``output`` and prove it; raises :class:`ExportError` on failure."""
     options = options or ExportOptions()
     output = Path(output)
     started = time.perf_counter()
     model = load_checkpoint(checkpoint)
     contract = build_contract(model, options, sha256_file(checkpoint))
     with atomic_path(output) as tmp:
-        log(f"tracing {contract.backbone} ({contract.num_classes} classes) at "
+        LOG.info(f"tracing {contract.backbone} ({contract.num_classes} classes) at "
             f"{options.batch}x{options.height}x{options.width}, opset {options.opset}")
         graph = trace_to_onnx(model, contract, options, tmp)  # an onnx.ModelProto
         if options.simplify:
@@ -141,7 +135,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
         export_seconds = time.perf_counter() - started
         parity = check_parity(model, tmp, contract, options, parity_data, parity_split)
         for result in parity:
-            log(result.summary())
+            LOG.info(result.summary())
         failed = [r for r in parity if not r.passed]
         if failed:
             raise ExportError(f"{output}: parity check failed ({failed[0].summary()}); file not written")
@@ -149,10 +143,15 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
         size = tmp.stat().st_size
     write_bytes_atomic(output.with_suffix(".trt_compat.txt"), (report.text() + "\n").encode())
     write_json_atomic(output.with_suffix(".trt_compat.json"), report.as_dict())
-    log(f"wrote {output} ({size / 1e6:.1f} MB) in {export_seconds:.1f} s; "
+    LOG.info(f"wrote {output} ({size / 1e6:.1f} MB) in {export_seconds:.1f} s; "
         f"compatibility report {output.with_suffix('.trt_compat.txt')}")
     return ExportResult(output, contract, parity, report, export_seconds, size)
 
 
-__all__ = ["ExportResult", "export_onnx", "build_contract", "trace_to_onnx",
-           "declare_output_shapes"]
+__all__ = [
+    "ExportResult",
+    "build_contract",
+    "declare_output_shapes",
+    "export_onnx",
+    "trace_to_onnx",
+]

@@ -22,15 +22,15 @@ written, so the sensitivity table can be read), 2 bad input or ``--require-engin
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import time
 from pathlib import Path
 from typing import Any
 
-from mrfs_edge.core.cli import run_cli
+from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.errors import ExportError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
-from mrfs_edge.core.log import announce
 from mrfs_edge.core.onnx_scan import export_stem, scan_onnx
 from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph
 from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
@@ -47,11 +47,13 @@ from mrfs_edge.tools.export_onnx import (
     options_from_args,
 )
 
+LOG = logging.getLogger(__name__)
+
 TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → TensorRT calibrator
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="build_engine.py", description=__doc__,
+    p = CliParser(prog="build_engine.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     precision = p.add_argument_group("precision (default --fp16)").add_mutually_exclusive_group()
     for name in PRECISIONS:
@@ -109,8 +111,8 @@ def _fp16_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
     half_path = Fp16Graph(fp32_path).run(output_dir / f"{fp32_path.stem}.fp16.onnx")
     contract = read_onnx_contract(fp32_path)
     held_out = held_out_agreement(onnx.load(str(fp32_path)), onnx.load(str(half_path)), eval_folder_from_args(args),
-                                  contract, "FP16 (emulated)", announce)
-    announce(f"FP16 graph {half_path} ({len(contract.fp32_nodes)} nodes pinned to FP32)")
+                                  contract, "FP16 (emulated)")
+    LOG.info(f"FP16 graph {half_path} ({len(contract.fp32_nodes)} nodes pinned to FP32)")
     return {"fp16_onnx": str(half_path), "emulated": True, "fp32_pins": len(contract.fp32_nodes),
             "held_out": held_out}
 
@@ -133,7 +135,7 @@ def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path
     parts = ["python3", "export/build_engine.py", "--onnx", str(onnx_for_engine), f"--{args.precision}",
              "--output", str(engine)]
     if args.quant == "implicit" and args.precision in ("int8", "best"):
-        parts += ["--quant", "implicit", "--calib-dir", args.calib_dir or "<calibration pairs>"]
+        parts += ["--quant", "implicit", "--calib-dir", str(args.calib_dir or "<calibration pairs>")]
     if args.dla_core is not None:
         parts += ["--dla-core", str(args.dla_core)]
     if args.tf32:
@@ -173,7 +175,7 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
     if sidecar is None:
         sidecar = read_sidecar(engine)
     else:
-        announce(f"wrote {engine} ({sidecar.precision}, TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name}) "
+        LOG.info(f"wrote {engine} ({sidecar.precision}, TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name}) "
                  f"in {sidecar.build_time_s:.0f} s")
     return {"path": str(engine), "sidecar": sidecar.to_dict()}
 
@@ -192,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     calibrated, half = scan.has_qdq, scan.is_fp16
     prepared = calibrated or half   # built as is: the target run of a graph prepared on the workstation
     if calibrated:
-        announce(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
+        LOG.info(f"{fp32_path.name} already holds Q/DQ nodes: building it as calibrated")
     elif half:
-        announce(f"{fp32_path.name} is already an FP16 graph (FP32 pins in its types): building it as is")
+        LOG.info(f"{fp32_path.name} is already an FP16 graph (FP32 pins in its types): building it as is")
     if args.precision in ("int8", "best") and args.quant == "explicit" and not prepared:
         onnx_for_engine, summary["int8"] = _int8_graph(fp32_path, output_dir, args)
         budget_met = bool(summary["int8"]["budget_met"])
@@ -212,18 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         summary["engine"] = _build(args, onnx_for_engine, engine, output_dir, reason)
     else:
         summary["engine"] = {"path": None, "reason": reason}
-        announce(f"no engine built here: {reason}")
-        announce(f"on the target (Jetson), run: {summary['target_command']}")
+        LOG.info(f"no engine built here: {reason}")
+        LOG.info(f"on the target (Jetson), run: {summary['target_command']}")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     # A prepared graph's build (the target command) writes its own summary, so running it on the
     # workstation keeps the workstation summary's accuracy figures.
     summary_name = f"{engine.stem}.target.build.json" if prepared else f"{engine.stem}.build.json"
     summary_path = write_json_atomic(output_dir / summary_name, summary)
-    announce(f"summary: {summary_path}")
+    LOG.info(f"summary: {summary_path}")
     if not available and args.require_engine:
         raise ExportError(f"--require-engine: {reason}")
     if not budget_met:
-        announce("accuracy budget NOT met on the held-out pairs: see kept_high_precision and sensitivity in "
+        LOG.warning("accuracy budget NOT met on the held-out pairs: see kept_high_precision and sensitivity in "
                  f"{summary_path}; calibrate on more pairs (--calib-count) or loosen --accuracy-budget")
         return 1
     return 0
