@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -34,6 +35,15 @@ Problem = Callable[[Path], Optional[str]]
 
 class ArgumentCheckError(MrfsEdgeError):
     """An argument (usually a path) known only after parsing is unusable; the message names it."""
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as ``--help`` prints it: reST roles and double backticks dropped, so the
+    reader sees ``calibrate.py --onnx`` as plain words, not markup."""
+    return _ROLE.sub(r"\1", doc or "").replace("``", "")
 
 
 def _integer(text: str) -> int:
