@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from mrfs_edge.assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES
 from mrfs_edge.calibration.options import CALIBRATION_METHODS, Budget
+from mrfs_edge.core.args import help_text, positive_int, readable_dir, readable_file, writable_dir
 from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.io.pairs import PairFolder
 
@@ -28,9 +28,9 @@ def parse_budget(text: str) -> Budget:
 def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared with build_engine.py."""
     g = p.add_argument_group("INT8 calibration")
-    g.add_argument("--calib-dir", help="paired folder to calibrate on (default: bundled calibration pairs)")
+    g.add_argument("--calib-dir", type=readable_dir, help="paired folder to calibrate on (default: bundled calibration pairs)")
     g.add_argument("--calib-split", help="split list inside --calib-dir")
-    g.add_argument("--calib-count", type=int, default=16, help="pairs to calibrate on (stratified; default 16)")
+    g.add_argument("--calib-count", type=positive_int, default=16, help="pairs to calibrate on (stratified; default 16)")
     g.add_argument("--calib-method", choices=CALIBRATION_METHODS,
                    help="activation ranges: percentile 99.999 %% (default for Q/DQ: robust to the long tails of "
                         "attention and GELU outputs), entropy (KL), max; implicit TensorRT calibration: entropy "
@@ -42,8 +42,8 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
                         "at least half the MACs in INT8)")
     g.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false",
                    help="quantise every Conv/MatMul/Gemm layer (no sensitivity analysis)")
-    g.add_argument("--sensitivity-pairs", type=int, default=4, help="calibration pairs scored per variant (default 4)")
-    g.add_argument("--eval-dir", help="held-out labelled pairs for the summary (default: bundled eval pairs)")
+    g.add_argument("--sensitivity-pairs", type=positive_int, default=4, help="calibration pairs scored per variant (default 4)")
+    g.add_argument("--eval-dir", type=readable_dir, help="held-out labelled pairs for the summary (default: bundled eval pairs)")
     g.add_argument("--eval-split", help="split list inside --eval-dir")
 
 
@@ -70,21 +70,26 @@ def config_from_args(args: argparse.Namespace):
                              budget=args.accuracy_budget)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = CliParser(prog="calibrate.py", description=__doc__)
-    p.add_argument("--onnx", help="FP32 ONNX exported by export_onnx.py (default: the demo model)")
-    p.add_argument("--output-dir", default="build", help="where the Q/DQ model, range table and summary go")
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(prog="calibrate.py", description=help_text(__doc__))
+    p.add_argument("--onnx", type=readable_file, help="FP32 ONNX exported by export_onnx.py (default: the demo model)")
+    p.add_argument("--output-dir", type=writable_dir, default="build",
+                   help="where the Q/DQ model, range table and summary go (created when they are written)")
     add_calibration_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    calib, evaluation = folders_from_args(args)   # the pair folders are checked before any model work
     from mrfs_edge.core.errors import needs_extra
     from mrfs_edge.deploy.demo import default_onnx
 
     with needs_extra("INT8 calibration"):
         from mrfs_edge.calibration.pipeline import calibrate
 
-    onnx_path = Path(args.onnx) if args.onnx else default_onnx()
-    calib, evaluation = folders_from_args(args)
-    artifacts = calibrate(onnx_path, Path(args.output_dir), calib, config_from_args(args), evaluation)
+    onnx_path = args.onnx or default_onnx()   # the demo model is exported (once) only after every check
+    artifacts = calibrate(onnx_path, args.output_dir, calib, config_from_args(args), evaluation)
     return 0 if artifacts.summary["budget_met"] else 1
 
 
