@@ -1,7 +1,31 @@
-"""Training and fine-tuning MRFS with the authors' objective (needs the ``export`` extra)."""
-from mrfs_edge.train.augment import AugmentConfig, augment
-from mrfs_edge.train.loop import TrainConfig, Trainer, poly_lr
-from mrfs_edge.train.loss import MRFSLoss, balanced_class_weights, fusion_loss
+"""Training and fine-tuning MRFS with the authors' objective (needs the ``export`` extra).
 
-__all__ = ["AugmentConfig", "augment", "TrainConfig", "Trainer", "poly_lr", "MRFSLoss",
-           "balanced_class_weights", "fusion_loss"]
+The PyTorch parts (loop, loss) are imported on first use, so ``python -m mrfs_edge.train --help``
+(which imports this package first) answers without loading PyTorch. ``augment`` is imported here:
+it is torch-free, and its function must shadow the submodule of the same name.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mrfs_edge.train.augment import AugmentConfig, augment
+
+_TORCH_HOMES = {"TrainConfig": "loop", "Trainer": "loop", "poly_lr": "loop", "MRFSLoss": "loss",
+                "balanced_class_weights": "loss", "fusion_loss": "loss"}
+__all__ = [
+    "AugmentConfig",
+    "MRFSLoss",
+    "TrainConfig",
+    "Trainer",
+    "augment",
+    "balanced_class_weights",
+    "fusion_loss",
+    "poly_lr",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _TORCH_HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_TORCH_HOMES[name]}"), name)
