@@ -7,6 +7,7 @@ ends with the figures as JSON, which the tests read to re-check the card against
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mrfs_edge.assets import DEMO_CHECKPOINT, DEMO_MODEL_CARD
+from mrfs_edge.core.args import check_writable_file, help_text, readable_file
 from mrfs_edge.core.classes import class_names_for
 from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.files import write_bytes_atomic
@@ -79,15 +81,23 @@ def _parse_set(text: str) -> tuple[str, PairFolder]:
     return name, PairFolder(folder, split or None, require_labels=True)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(prog="python -m mrfs_edge.tools.model_card", description=help_text(__doc__))
+    p.add_argument("--checkpoint", type=readable_file, default=str(DEMO_CHECKPOINT),
+                   help="checkpoint to evaluate (default: the bundled demo model)")
+    p.add_argument("--card", type=readable_file, default=str(DEMO_MODEL_CARD),
+                   help="model card whose result block is rewritten (default: the demo model's card)")
+    p.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER[:SPLIT]",
+                   help="a labelled set to evaluate on, named as the card shows it; repeatable")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = CliParser(prog="python -m mrfs_edge.tools.model_card", description=__doc__)
-    p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT))
-    p.add_argument("--card", default=str(DEMO_MODEL_CARD))
-    p.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER[:SPLIT]")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    check_writable_file(args.card, "--card")
+    sets = [_parse_set(text) for text in args.sets]   # every folder is indexed before the first evaluation
     results: dict[str, dict[str, object]] = {}
-    for text in args.sets:
-        name, folder = _parse_set(text)
+    for name, folder in sets:
         score = evaluate_checkpoint(args.checkpoint, folder)
         results[name] = {"folder": str(folder.root), "pairs": len(folder), **score.as_dict()}
         LOG.info(f"{name}: mIoU {100 * score.miou:.2f}% over {len(folder)} pairs")
