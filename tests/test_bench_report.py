@@ -131,12 +131,19 @@ def test_describe_path_in_words():
 def test_the_speedup_line_carries_the_busy_warning(load, warned):
     report = make_report(load)
     text = bench_report.markdown(report)
-    line = next(line for line in text.splitlines() if "× faster" in line)
+    line = next(line for line in text.splitlines() if "ONNX Runtime FP32 vs PyTorch eager" in line)
     assert ("busy machine" in line) is warned
     headline = bench_report.console_summary(report).splitlines()[0]
     assert "× faster" in headline and ("busy machine" in headline) is warned
     # tools/benchmark.py prints report.md from the speed-up line on: the warning is in that part too.
     assert ("busy machine" in text[text.index("**ONNX Runtime"):]) is warned
+
+
+def test_a_slower_mode_is_not_called_faster():
+    report = make_report()
+    report["summary"]["speedup"].update(value=0.64, met=False)
+    line = bench_report.speedup_line(report)
+    assert "1.56× slower" in line and "faster" not in line
 
 
 # --------------------------------------------------------------------------- plots: accuracy axes

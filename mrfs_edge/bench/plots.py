@@ -21,7 +21,7 @@ from mrfs_edge.bench.accuracy import PairOutputs
 from mrfs_edge.bench.report import first_latency
 from mrfs_edge.core.classes import class_names_for
 from mrfs_edge.core.files import atomic_path
-from mrfs_edge.io.pairs import Pair
+from mrfs_edge.io.pairs import Pair, PairFolder
 from mrfs_edge.processing.preprocess import fused_to_uint8
 
 # Bright, mutually distinct colours for MFNet's eight object classes (RGB); class 0 stays clear.
@@ -241,7 +241,8 @@ def grid_rows(pairs: Sequence[Pair], outputs: Sequence[PairOutputs], reference: 
     n = min(len(pairs), len(outputs), len(reference) if reference is not None else len(outputs))
     fractions = [float(np.mean(disagreement_mask(outputs[i].labels, reference[i].labels))) if reference is not None
                  else 0.0 for i in range(n)]
-    names = [pairs[i].name for i in range(n)]
+    # A PairFolder knows its names without reading the images; only the chosen pairs are read.
+    names = list(pairs.names)[:n] if isinstance(pairs, PairFolder) else [pairs[i].name for i in range(n)]
     return [GridRow(pairs[i], outputs[i], reference[i] if reference is not None else None, fractions[i])
             for i in choose_rows(names, fractions, count)]
 
@@ -270,7 +271,8 @@ def mode_grids(pairs: Sequence[Pair], outputs: Mapping[str, Sequence[PairOutputs
         label = titles.get(mode, mode)
         title = (f"{label}: where it disagrees with {titles.get(reference, reference)} "
                  f"(pairs: most disagreeing first, with a day and a night pair)") if compared is not None \
-            else f"{label} (no other mode to compare with)"
+            else f"{label} (the reference; no other mode to compare with)" if mode == reference \
+            else f"{label} (no reference outputs in this run to compare with)"
         drawn[name] = (draw_grid(title, rows, class_names, out / f"{name}.png"), "")
     return drawn
 

@@ -331,7 +331,8 @@ def speedup_line(report: Mapping[str, Any]) -> str:
     machine = report["environment"]["machine"]
     if sp["value"] is None:
         return f"ONNX Runtime FP32 vs PyTorch eager speed-up: not measured ({sp['reason']})."
-    line = (f"**ONNX Runtime FP32 vs PyTorch eager: {sp['value']:.2f}× faster** ({sp['basis']}, both in this "
+    ratio = f"{sp['value']:.2f}× faster" if sp["value"] >= 1 else f"{1 / sp['value']:.2f}× slower ({sp['value']:.2f}×)"
+    line = (f"**ONNX Runtime FP32 vs PyTorch eager: {ratio}** ({sp['basis']}, both in this "
             f"run, {threads} threads; target ≥ {sp['target']}×: {'met' if sp['met'] else 'NOT met'}).")
     if busy_note(machine):
         load = machine["load_average"][0]
