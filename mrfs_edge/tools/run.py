@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import get_args
 
 from mrfs_edge import assets
 from mrfs_edge.core.cli import CliParser, command, one_line
@@ -28,8 +29,22 @@ JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0
 
 # --- run -------------------------------------------------------------------------------------
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse names the option in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
 def run_parser() -> argparse.ArgumentParser:
     from mrfs_edge.backends import BACKENDS
+    from mrfs_edge.io.source import BadFramePolicy
 
     parser = CliParser(
         prog="runtime/run.py",
@@ -39,7 +54,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
     parser.add_argument("--backend", choices=BACKENDS, help="default: from the file suffix")
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the engine as a CUDA graph")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0: its default)")
+    parser.add_argument("--threads", type=_at_least(0), default=0, help="ONNX Runtime CPU threads (0: its default)")
     parser.add_argument("--visible", help="visible URI: folder, image, video, v4l2://, csi://, gst://, rtsp:// "
                                           "(default: bundled samples)")
     parser.add_argument("--infrared", help="infrared URI, as --visible; 16-bit (Y16) kept until gain control")
@@ -54,10 +69,14 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thermal-smoothing", type=float, default=0.9,
                         help="EMA weight of previous AGC limits, 0..1 (default 0.9)")
     parser.add_argument("--tolerance-ms", type=float, default=20.0, help="live pairing tolerance (default 20 ms)")
-    parser.add_argument("--queue", type=int, default=2, help="frames buffered between stages (default 2)")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frame pairs")
+    parser.add_argument("--queue", type=_at_least(1), default=2, help="frames buffered between stages (default 2)")
+    parser.add_argument("--max-frames", type=_at_least(1), help="stop after this many frame pairs")
+    parser.add_argument("--on-bad-frame", choices=get_args(BadFramePolicy),
+                        help="an unreadable frame: stop after the frames before it, or skip it (named in the "
+                             "log); default: skip for cameras and streams, stop for files, folders and videos")
     parser.add_argument("--retries", type=int, default=5, help="reconnect attempts for a live source (default 5)")
-    parser.add_argument("--log", help="JSON run log (default: <run folder>/runtime_log.json)")
+    parser.add_argument("--log", help="JSON run log (default: runtime_log.json in the output folder, "
+                                      "<video stem>.runtime_log.json beside a video; none for display/null)")
     return parser
 
 
@@ -101,8 +120,10 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.processing.registration import load_registration
     from mrfs_edge.processing.thermal import ThermalAGC
     from mrfs_edge.runtime.pipeline import Pipeline, PipelineOptions
+    from mrfs_edge.runtime.run_log import check_log_path, default_log_path
 
     args = run_parser().parse_args(argv)
+    log_path = check_log_path(args.log) if args.log else None    # before the run, not after it
     _quiet_opencv()
     visible, infrared = _default_sources(args)
     thermal = ThermalAGC(args.thermal_low, args.thermal_high, args.thermal_smoothing)
@@ -116,7 +137,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
     if describe is not None:
         LOG.info(describe())
-    source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries)
+    source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries,
+                       on_bad_frame=args.on_bad_frame)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = args.output or (["display://0"] if not args.no_display and display_available() else [])
@@ -125,7 +147,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     if not sinks:
         sinks = [ImageFolderSink(run_dir, args.save_raw)]
         LOG.info(f"no output to show or write: saving composites to {run_dir}/")
-    log_path = Path(args.log) if args.log else run_dir / "runtime_log.json"
+    log_path = log_path or default_log_path(sinks)
     pipeline = Pipeline(runner, source, sinks, thermal, registration,
                         PipelineOptions(queue_size=args.queue, max_frames=args.max_frames, log_path=log_path),
                         registration_path=args.registration)
@@ -134,7 +156,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     frames = log["frames"]
     LOG.info(f"{frames['written']} frames in {log['wall_s']:.1f} s ({log['fps']:.1f} fps), "
              f"{frames['dropped_before_model'] + frames['dropped_before_output']} dropped, "
-             f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path}")
+             f"stopped by {log['stopped_by']}; outputs: {', '.join(log['outputs'])}; log: {log_path or 'none'}")
     return 0
 
 
