@@ -185,7 +185,7 @@ class PipelineOptions:
     queue_size: int = 2
     max_frames: int | None = None
     drop_oldest: bool | None = None     # None: drop when the sources are live, wait for files
-    status_interval_s: float = 1.0      # 0: no status line
+    status_interval_s: float = 1.0      # 0: no status line (nor with logging above INFO, e.g. -q)
     log_path: Path | None = None       # written unless the run fails before its first frame
     max_width: int = 2560               # composite width cap
     warmup_frames: int = 0              # output frames left out of the log's steady_fps
@@ -360,6 +360,7 @@ class Pipeline:
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.stats = RunStats(warmup=self.options.warmup_frames)   # timed from here, not construction
         restore = self._install_signal_handlers()
+        show_status = bool(self.options.status_interval_s) and LOG.isEnabledFor(logging.INFO)
         threads = [self._spawn("capture", self._capture, None, self.frames),
                    self._spawn("preprocess", self._preprocess, self.frames, self.feeds),
                    self._spawn("model", self._model, self.feeds, self.results),
@@ -369,7 +370,7 @@ class Pipeline:
             last_status = time.perf_counter()
             while threads[-1].is_alive():
                 threads[-1].join(timeout=0.1)
-                if self.options.status_interval_s and time.perf_counter() - last_status >= self.options.status_interval_s:
+                if show_status and time.perf_counter() - last_status >= self.options.status_interval_s:
                     self._print_status()
                     last_status = time.perf_counter()
         except BaseException:
@@ -385,7 +386,7 @@ class Pipeline:
                 restore()
             log = self._log(started_at)
             log_error = self._write_log(log)
-            if self.options.status_interval_s:
+            if show_status:
                 self._print_status(final=True)
             self._say_skipped()
         if self._error is not None:
