@@ -22,7 +22,7 @@ from mrfs_edge.io.capture import (
 from mrfs_edge.io.factory import open_source
 from mrfs_edge.io.images import read_infrared, read_visible
 from mrfs_edge.io.pairing import PairedSource, open_pair, take_pair
-from mrfs_edge.io.source import Frame, Source
+from mrfs_edge.io.source import BadFrame, Frame, Source
 from mrfs_edge.io.uri import parse_uri, redact
 
 NAMES = ["00147D", "00508D", "00530D"]
@@ -263,3 +263,20 @@ def test_v4l2_query_options_and_redaction():
     assert redact("rtsp://admin:secret@10.0.0.2/stream") == "rtsp://admin:***@10.0.0.2/stream"
     assert isinstance(open_source("/dev/video0"), CaptureSource)
     assert isinstance(open_source(str(SAMPLES / "vi")), ImageFilesSource)
+
+
+def test_skipped_bad_file_frame_drops_its_partner_so_pairs_stay_aligned(tmp_path):
+    names = sorted(p.stem for p in (SAMPLES / "vi").glob("*.png"))[:5]
+    for sub in ("vi", "ir"):
+        (tmp_path / sub).mkdir()
+        for name in names:
+            (tmp_path / sub / f"{name}.png").write_bytes((SAMPLES / sub / f"{name}.png").read_bytes())
+    (tmp_path / "vi" / f"{names[1]}.png").write_bytes(b"not a png")
+    (tmp_path / "ir" / f"{names[3]}.png").write_bytes(b"")
+    source = open_pair(str(tmp_path / "vi"), str(tmp_path / "ir"), on_bad_frame="skip")
+    pairs = [(v.name, i.name) for v, i in source]
+    assert pairs == [(names[0], names[0]), (names[2], names[2]), (names[4], names[4])]
+    assert source.skipped == 2 and [(b.stream, b.name) for b in source.skipped_frames] == [
+        ("visible", names[1]), ("infrared", names[3])]
+    with pytest.raises(BadFrame, match=f"{names[1]}.png: unreadable or corrupt image"):
+        list(open_pair(str(tmp_path / "vi"), str(tmp_path / "ir")))          # files stop by default
