@@ -20,7 +20,6 @@ from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.contract import SEG_OUTPUTS, TRT_COMPAT_CHOICES
 from mrfs_edge.core.errors import MrfsEdgeError, needs_extra
 from mrfs_edge.core.export_options import DYNAMIC_CHOICES, ExportOptions, parse_shape
-from mrfs_edge.io.pairs import PairFolder
 from mrfs_edge.tools.defaults import checkpoint_or_default
 
 
@@ -60,6 +59,8 @@ def check_parity_data(args: argparse.Namespace) -> None:
     """Open ``--parity-data`` (and its split) now, so a folder without pairs is one line before the
     PyTorch import and tracing, not after them; only the index is read, no image."""
     if args.parity_data is not None:
+        from mrfs_edge.io.pairs import PairFolder  # OpenCV: not needed for --help
+
         try:
             PairFolder(args.parity_data, args.parity_split)
         except MrfsEdgeError as exc:

@@ -21,7 +21,6 @@ from mrfs_edge.core.args import (
 from mrfs_edge.core.cli import CliParser, command
 from mrfs_edge.core.errors import MrfsEdgeError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
-from mrfs_edge.io.pairs import PairFolder
 
 LOG = logging.getLogger(__name__)
 
@@ -71,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_pairs(args: argparse.Namespace) -> None:
     """Index the training and held-out splits of ``--data`` (no image is read), so a wrong folder or
     split is one line naming it, not an error after the model is built and OUT_DIR created."""
+    from mrfs_edge.io.pairs import PairFolder  # OpenCV: not needed for --help
+
     wanted = [] if args.eval_only else (args.train_split or [None])
     for split in wanted + ([args.val_split] if args.val_split else []):
         try:
