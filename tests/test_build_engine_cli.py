@@ -119,7 +119,8 @@ def test_script_reports_bad_input_in_one_line(tmp_path):
                              str(tmp_path / "missing.onnx")], check=False, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.onnx'}: no such ONNX file"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: argument --onnx: {tmp_path / 'missing.onnx'} does not exist (see --help)"]
 
 
 def test_tf32_reaches_the_builder_only_when_asked(tmp_path, demo_onnx, monkeypatch):

@@ -126,6 +126,9 @@ def scan_onnx(path: Union[str, "os.PathLike[str]"]) -> OnnxScan:
         try:
             return _scan(view)
         except (ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{path}: not a readable ONNX protobuf ({exc})") from None
+            # Raised after the map is closed: the exception's frames hold views into it, and
+            # closing a map with views alive is a BufferError instead of this one-line error.
+            problem = str(exc)
         finally:
             view.release()
+    raise ModelFileError(f"{path}: not a readable ONNX protobuf ({problem})")

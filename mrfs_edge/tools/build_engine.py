@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mrfs_edge.core.args import non_negative_int, positive_int, readable_file, writable_dir, writable_file
 from mrfs_edge.core.cli import CliParser, run_cli
-from mrfs_edge.core.errors import ExportError, needs_extra
+from mrfs_edge.core.errors import ExportError, ModelFileError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
-from mrfs_edge.core.onnx_scan import export_stem, scan_onnx
+from mrfs_edge.core.onnx_scan import OnnxScan, export_stem, scan_onnx
 from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph
 from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
 from mrfs_edge.tools.calibrate import (
@@ -63,17 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "int8": "INT8 engine from a calibrated mixed-precision Q/DQ graph",
                                      "best": "INT8 where calibrated, FP16 elsewhere"}[name])
     p.set_defaults(precision="fp16")
-    p.add_argument("--onnx", help="FP32 ONNX from export_onnx.py, or a Q/DQ ONNX to build as is "
+    p.add_argument("--onnx", type=readable_file, help="FP32 ONNX from export_onnx.py, or a Q/DQ ONNX to build as is "
                                   "(default: export --checkpoint first)")
     p.add_argument("--quant", choices=("explicit", "implicit"), default="explicit",
                    help="INT8 route: explicit = Q/DQ graph calibrated here on the CPU (default, the only "
                         "route on TensorRT 11); implicit = TensorRT calibrates while building (needs TensorRT)")
-    p.add_argument("--output-dir", default="build", help="where ONNX files, caches, summary and engine go")
-    p.add_argument("--output", help="engine path (default: <output-dir>/<onnx stem>.<precision>.engine)")
+    p.add_argument("--output-dir", type=writable_dir, default=Path("build"), help="where ONNX files, caches, summary and engine go")
+    p.add_argument("--output", type=writable_file, help="engine path (default: <output-dir>/<onnx stem>.<precision>.engine)")
     trt = p.add_argument_group("TensorRT")
-    trt.add_argument("--workspace", type=int, default=1024, metavar="MiB", help="builder workspace (default 1024)")
-    trt.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
-    trt.add_argument("--timing-cache", help="TensorRT timing cache file, read and updated (faster rebuilds)")
+    trt.add_argument("--workspace", type=positive_int, default=1024, metavar="MiB", help="builder workspace (default 1024)")
+    trt.add_argument("--dla-core", type=non_negative_int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
+    trt.add_argument("--timing-cache", type=writable_file, help="TensorRT timing cache file, read and updated (faster rebuilds)")
     trt.add_argument("--tf32", action="store_true",
                      help="allow TF32 for FP32 layers (faster on Ampere+, not reference numerics; default off)")
     trt.add_argument("--require-engine", action="store_true",
@@ -83,13 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What a file starts with when it is a PyTorch checkpoint: a zip archive (torch.save since 1.6) or a pickle.
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_onnx(path: Path) -> OnnxScan:
+    """``path``'s scan if it is an ONNX model with a graph; else a one-line :class:`ModelFileError`.
+
+    Read torch- and onnx-free (:func:`scan_onnx`), so a checkpoint, a truncated download or any other
+    file passed as ``--onnx`` fails in a second, before an output folder is made or a model loaded.
+    """
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(CHECKPOINT_MAGIC):
+        raise ModelFileError(f"--onnx {path}: a PyTorch checkpoint, not an ONNX model (pass it as --checkpoint)")
+    try:
+        scan = scan_onnx(path)
+    except ModelFileError as exc:
+        raise ModelFileError(f"--onnx {exc}") from None
+    if not scan.op_types:
+        raise ModelFileError(f"--onnx {path}: not an ONNX model (no graph nodes in it)")
+    return scan
+
+
 def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
     """The FP32 ONNX to start from: given, or the FP32 export step's (reused on an exact key match)."""
     if args.onnx:
-        path = Path(args.onnx)
-        if not path.is_file():
-            raise ExportError(f"{path}: no such ONNX file")
-        return path
+        return args.onnx
     options = options_from_args(args)
     checkpoint = checkpoint_or_default(args.checkpoint)
     if not checkpoint.is_file():
@@ -127,7 +148,7 @@ def _int8_graph(fp32_path: Path, output_dir: Path, args: argparse.Namespace) -> 
 
 
 def _engine_path(args: argparse.Namespace, output_dir: Path, source: Path) -> Path:
-    return Path(args.output) if args.output else output_dir / f"{export_stem(source.name)}.{args.precision}.engine"
+    return args.output if args.output else output_dir / f"{export_stem(source.name)}.{args.precision}.engine"
 
 
 def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path) -> str:
@@ -141,7 +162,7 @@ def target_command(args: argparse.Namespace, onnx_for_engine: Path, engine: Path
     if args.tf32:
         parts += ["--tf32"]
     if args.timing_cache:
-        parts += ["--timing-cache", args.timing_cache]
+        parts += ["--timing-cache", str(args.timing_cache)]
     return shlex.join(parts)
 
 
@@ -156,16 +177,15 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
 
     calibrator, calibration_key = None, None
     if args.quant == "implicit" and args.precision in ("int8", "best"):
-        method = TRT_CALIBRATORS.get(args.calib_method or "entropy")
-        if method is None:
-            raise ExportError(f"--calib-method {args.calib_method} has no TensorRT calibrator; use entropy or max")
+        method = _trt_calibrator(args)
         calib, _ = folders_from_args(args)
         calibration = CalibrationSet.from_folder(calib, args.calib_count, read_onnx_contract(onnx_for_engine))
         calibration_key = {"method": method, "names": calibration.names, "sha256": calibration.fingerprint()}
         calibrator = make_calibrator(TrtApi(), calibration, output_dir / f"{engine.stem}.calib.cache", method,
                                      fingerprint=calibration_key["sha256"])
     config = EngineBuildConfig(precision=args.precision, quant=args.quant, workspace_mib=args.workspace,
-                               dla_core=args.dla_core, timing_cache=args.timing_cache, calibrator=calibrator,
+                               dla_core=args.dla_core, calibrator=calibrator,
+                               timing_cache=str(args.timing_cache) if args.timing_cache else None,
                                allow_tf32=args.tf32)
     try:
         sidecar = EngineBuild(onnx_for_engine, config, machine, calibration_key).run(engine)
@@ -180,17 +200,29 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
     return {"path": str(engine), "sidecar": sidecar.to_dict()}
 
 
+def _trt_calibrator(args: argparse.Namespace) -> str:
+    """TensorRT's calibrator for ``--calib-method`` (implicit INT8), or a one-line error."""
+    method = TRT_CALIBRATORS.get(args.calib_method or "entropy")
+    if method is None:
+        raise ExportError(f"--calib-method {args.calib_method} has no TensorRT calibrator; use entropy or max")
+    return method
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Every check that needs no model runs before the first file or folder is made.
+    given = check_onnx(args.onnx) if args.onnx else None
+    if args.quant == "implicit" and args.precision in ("int8", "best"):
+        _trt_calibrator(args)
     from mrfs_edge.backends.machine import tensorrt_status
 
     started = time.perf_counter()
-    output_dir = Path(args.output_dir)
+    output_dir: Path = args.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     fp32_path = _fp32_onnx(args, output_dir)
     summary: dict[str, Any] = {"precision": args.precision, "fp32_onnx": str(fp32_path)}
     onnx_for_engine, budget_met = fp32_path, True
-    scan = scan_onnx(fp32_path)
+    scan = given or scan_onnx(fp32_path)
     calibrated, half = scan.has_qdq, scan.is_fp16
     prepared = calibrated or half   # built as is: the target run of a graph prepared on the workstation
     if calibrated:
