@@ -80,18 +80,32 @@ def positive_float(text: str) -> float:
     return value
 
 
+def side_problem(value: int) -> str | None:
+    """Why ``value`` cannot be an input height or width (a multiple of 32 up to :data:`MAX_SIDE`), or ``None``."""
+    if value > MAX_SIDE:
+        return (f"{value} is larger than {MAX_SIDE}, the largest side the network's full-resolution feature "
+                "maps fit in memory for; resize the frames instead")
+    if value < SIDE_MULTIPLE or value % SIDE_MULTIPLE:
+        padded = max(SIDE_MULTIPLE, -(-value // SIDE_MULTIPLE) * SIDE_MULTIPLE)
+        return (f"{value} is not a positive multiple of {SIDE_MULTIPLE} (the encoder downsamples by 32); "
+                f"use {padded}: the runtime zero-pads smaller frames to it")
+    return None
+
+
 def image_side(text: str) -> int:
     """``type=`` for an input height or width: a multiple of 32 from 32 to :data:`MAX_SIDE`."""
     value = _integer(text)
-    if value > MAX_SIDE:
-        raise argparse.ArgumentTypeError(
-            f"{value} is larger than {MAX_SIDE}, the largest side the network's full-resolution feature "
-            "maps fit in memory for; resize the frames instead")
-    if value < SIDE_MULTIPLE or value % SIDE_MULTIPLE:
-        padded = max(SIDE_MULTIPLE, -(-value // SIDE_MULTIPLE) * SIDE_MULTIPLE)
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a positive multiple of {SIDE_MULTIPLE} (the encoder downsamples by 32); "
-            f"use {padded}: the runtime zero-pads smaller frames to it")
+    problem = side_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def check_image_side(value: int, flag: str) -> int:
+    """``value`` of ``flag`` (``"--height"``) as :func:`image_side` after parsing: ``--height 240 is not ...``."""
+    problem = side_problem(value)
+    if problem is not None:
+        raise ArgumentCheckError(f"{flag} {problem}")
     return value
 
 
