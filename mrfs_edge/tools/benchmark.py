@@ -19,10 +19,10 @@ from typing import Any
 
 from mrfs_edge.bench.modes import ALIASES, MODES
 from mrfs_edge.core.args import (
+    check_readable_dir,
     help_text,
     non_negative_int,
     positive_int,
-    readable_dir,
     readable_file,
     writable_dir,
     writable_file,
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=readable_file,
                    help="FP32 ONNX of that checkpoint to use instead of exporting it (without PyTorch: the "
                         "reference; default there: the FP32 ONNX beside --engine)")
-    p.add_argument("--data", type=readable_dir,
+    p.add_argument("--data",
                    help="paired folder (vi/ ir/ [label/], ...); without labels the ground-truth metrics are "
                         "skipped (default: the bundled labelled evaluation pairs)")
     p.add_argument("--split", help="split list inside --data (default: every pair of the folder)")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = checkpoint_or_default(args.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    data, split = data_or_default(args.data, what="--data")
+    data, split = data_or_default(args.data and check_readable_dir(args.data, "--data"), what="--data")
     engines = engine_modes(args.engine)
     modes = parse_modes(args.modes + list(engines) if args.modes else None)   # a given engine always gets its row
     config = BenchConfig(checkpoint=checkpoint, data=data, split=Path(args.split) if args.split else split,

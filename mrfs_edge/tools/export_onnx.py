@@ -7,13 +7,12 @@ from pathlib import Path
 from mrfs_edge.core.args import (
     MAX_SIDE,
     ArgumentCheckError,
+    check_image_side,
     check_writable_file,
     help_text,
-    image_side,
     positive_float,
     positive_int,
     readable_dir,
-    readable_file,
     writable_file,
 )
 from mrfs_edge.core.cli import CliParser, run_cli
@@ -26,11 +25,11 @@ from mrfs_edge.tools.defaults import checkpoint_or_default
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared with build_engine.py, which exports first when given a checkpoint."""
     g = p.add_argument_group("export")
-    g.add_argument("--checkpoint", type=readable_file,
+    g.add_argument("--checkpoint",
                    help="MRFS checkpoint in the authors' format (default: bundled demo model)")
-    g.add_argument("--height", type=image_side, default=480,
+    g.add_argument("--height", type=int, default=480,
                    help=f"input height, a multiple of 32 up to {MAX_SIDE} (default 480)")
-    g.add_argument("--width", type=image_side, default=640,
+    g.add_argument("--width", type=int, default=640,
                    help=f"input width, a multiple of 32 up to {MAX_SIDE} (default 640)")
     g.add_argument("--batch", type=positive_int, default=1, help="static batch size of the graph (default 1)")
     g.add_argument("--dynamic", choices=DYNAMIC_CHOICES, help="dynamic axes: batch, hw (height and width) or both")
@@ -70,6 +69,9 @@ def check_parity_data(args: argparse.Namespace) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    """The export options of the flags; a side above 8192 or not a multiple of 32 is a one-line error here."""
+    check_image_side(args.height, "--height")
+    check_image_side(args.width, "--width")
     return ExportOptions(height=args.height, width=args.width, batch=args.batch, opset=args.opset,
                          dynamic=args.dynamic, min_shape=args.min_shape, opt_shape=args.opt_shape,
                          max_shape=args.max_shape, seg_output=args.seg_output, uint8_io=args.uint8_io,
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from_args(args)   # every check before torch is imported: errors come in a second
     checkpoint = checkpoint_or_default(args.checkpoint)
+    if not checkpoint.is_file():
+        raise ArgumentCheckError(f"{checkpoint}: no such file")
     output = args.output or check_writable_file(default_onnx_name(options, checkpoint), "--output")
     check_parity_data(args)
     with needs_extra("ONNX export"):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from mrfs_edge.core.args import (
     ArgumentCheckError,
+    check_readable_dir,
     help_text,
     non_negative_int,
     positive_float,
     positive_int,
-    readable_dir,
     readable_file,
     writable_dir,
     writable_file,
@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="python -m mrfs_edge.train", description=help_text(__doc__))
-    p.add_argument("--data", type=readable_dir, required=True, help="paired folder (vi/ir/label, visible/infrared/label, ...)")
+    p.add_argument("--data", required=True, help="paired folder (vi/ir/label, visible/infrared/label, ...)")
     p.add_argument("--train-split", nargs="*", default=[], help="split list(s) to train on (default: all pairs)")
     p.add_argument("--val-split", help="held-out split list for mIoU at the end")
     p.add_argument("--out-dir", type=writable_dir, default="runs/train",
@@ -72,6 +72,7 @@ def check_pairs(args: argparse.Namespace) -> None:
     split is one line naming it, not an error after the model is built and OUT_DIR created."""
     from mrfs_edge.io.pairs import PairFolder  # OpenCV: not needed for --help
 
+    check_readable_dir(args.data, "--data")   # here, not type=: main() returns 2 instead of raising SystemExit
     wanted = [] if args.eval_only else (args.train_split or [None])
     for split in wanted + ([args.val_split] if args.val_split else []):
         try:
