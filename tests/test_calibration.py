@@ -134,3 +134,53 @@ def test_one_costly_group_doing_most_harm_is_kept_instead_of_many_cheap_ones(mon
     # Ranked per multiply-add, the cheap groups come first and the bisection ends up keeping all five.
     assert result.kept_high == ["head"] and result.int8_mac_fraction == pytest.approx(40 / 340)
     assert result.agreement == pytest.approx(1 - 4 * 0.0012) and result.met is False   # < half the MACs INT8
+
+
+def test_the_quantizer_s_preprocessing_hints_are_dropped_and_its_other_output_kept_out_of_the_way(
+        capsys, monkeypatch):
+    """ONNX Runtime's quantize_static logs on the root logger and prints on stdout (issue 14)."""
+    import logging
+
+    from mrfs_edge.calibration.qdq import ort_quantizer_logging
+    from mrfs_edge.core.log import VERBOSE, configure_logging
+
+    configure_logging(VERBOSE)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])   # as in a command's process (pytest's capture handlers aside)
+    handlers: list[logging.Handler] = []
+    with ort_quantizer_logging():
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")  # noqa: LOG015 - as ONNX Runtime logs
+        logging.warning("Please consider pre-processing before quantization. See ...")  # noqa: LOG015 - as ONNX Runtime logs
+        logging.warning("a warning worth reading")  # noqa: LOG015 - as ONNX Runtime logs
+        print("Collecting tensor data and making histogram ...")
+    logging.getLogger("mrfs_edge.calibration").warning("a toolkit warning")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert lines == ["warning: a warning worth reading",
+                     "[mrfs-edge] onnxruntime.quantization: Collecting tensor data and making histogram ...",
+                     "warning: a toolkit warning"]   # once: no basicConfig handler was left on the root logger
+    assert root.handlers == handlers
+
+
+def test_progress_bars_are_off_when_stderr_is_no_terminal_and_counts_agree_with_their_nouns(tmp_path, monkeypatch):
+    from mrfs_edge.core.log import plural, progress
+
+    with (tmp_path / "log.txt").open("w") as log:
+        monkeypatch.setattr("sys.stderr", log)
+        bar = progress(range(3), desc="calibration")
+        assert list(bar) == [0, 1, 2] and bar.disable
+    assert (tmp_path / "log.txt").read_text() == ""
+    assert (plural(1, "group"), plural(2, "group"), plural(0, "group")) == ("1 group", "2 groups", "0 groups")
+
+
+def test_selection_ticks_once_per_variant_it_scores(monkeypatch):
+    from mrfs_edge.calibration import sensitivity
+
+    groups = [GroupResult(f"g{i}", [f"n{i}"], macs, 0.0, 0.0, damage)
+              for i, (macs, damage) in enumerate([(100, 0.001), (100, 0.012), (50, 0.0005), (10, 0.0001)])]
+    monkeypatch.setattr(sensitivity, "strip_qdq", lambda full, keep: frozenset(keep))
+    ticks: list[int] = []
+    result = select_mixed_precision(None, _ScriptedEvaluator(groups), Budget(min_agreement=0.99), groups,
+                                    {f"n{i}": g.macs for i, g in enumerate(groups)}, tick=lambda: ticks.append(1))
+    assert len(ticks) == len(result.steps) > 1

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import onnx
-from tqdm import tqdm
 
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 from mrfs_edge.calibration.dataset import CalibrationSet
@@ -38,6 +38,7 @@ from mrfs_edge.calibration.sensitivity import (
 from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import ExportError
 from mrfs_edge.core.files import atomic_path, write_json_atomic
+from mrfs_edge.core.log import plural, progress
 from mrfs_edge.io.pairs import PairFolder
 
 LOG = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ def held_out_agreement(fp32: onnx.ModelProto, variant: onnx.ModelProto, folder: 
     """
     if folder is None:
         return None
-    feeds = [f for f in tqdm(_feeds(folder, contract, len(folder)), desc="held-out pairs", leave=False)]
+    feeds = _feeds(folder, contract, len(folder))
     score = QuantEvaluator(fp32, feeds).score(variant)
     figures = {"pairs": len(feeds), "split": str(folder.root), **score.as_dict()}
     LOG.info(f"held-out ({len(feeds)} pairs): {label} vs FP32 pixel agreement {100 * score.pixel_agreement:.2f}%, "
-        f"fused PSNR {score.fused_psnr:.1f} dB, SSIM {score.fused_ssim:.4f}")
+             f"fused PSNR {score.fused_psnr:.1f} dB, SSIM {score.fused_ssim:.4f}")
     return figures
 
 
@@ -102,11 +103,18 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     table = out_dir / f"{stem}.calib-{config.method}.json"
     fp32 = onnx.load(str(fp32_onnx))
     candidates = weighted_nodes(fp32)
-    with atomic_path(out_dir / f"{stem}.int8-all.onnx") as full_path:
-        LOG.info(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
-        table.unlink(missing_ok=True)   # a table left by an earlier run may come from other pairs
-        quantize_ort(fp32_onnx, full_path, calibration, config.method, table, candidates)
-        full = onnx.load(str(full_path))
+    LOG.info(f"calibrating ({config.method}) and quantising {len(candidates)} Conv/MatMul/Gemm layers ...")
+    table.unlink(missing_ok=True)   # a table left by an earlier run may come from other pairs
+    # The fully quantised graph is only a starting point held in memory: it is written to a private
+    # temporary folder, removed on every way out (a signal included), never beside the outputs.
+    with tempfile.TemporaryDirectory(prefix=f".{stem}.calibrating.", dir=out_dir) as scratch:
+        try:
+            quantize_ort(fp32_onnx, Path(scratch) / f"{stem}.int8-all.onnx", calibration, config.method, table,
+                         candidates)
+        except BaseException:
+            table.unlink(missing_ok=True)   # a half-written range table must not be read as a finished one
+            raise
+        full = onnx.load(str(Path(scratch) / f"{stem}.int8-all.onnx"))
     phase("calibrate")
     macs = node_macs(fp32)
     total_macs = sum(macs.values())
@@ -114,17 +122,19 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     full_score = evaluator.score(full)
     if config.mixed_precision and not config.budget.met(full_score.pixel_agreement, full_score.fused_psnr, margin=True):
         groups = group_sensitivity(full, evaluator, config.budget, candidates, macs,
-                                   progress=lambda items: tqdm(list(items), desc="sensitivity", unit="group"))
-        selection = select_mixed_precision(full, evaluator, config.budget, groups, macs)
+                                   progress=lambda items: progress(list(items), desc="sensitivity", unit="group",
+                                                                   leave=False))
+        with progress(desc="selection", unit="variant", leave=False) as bar:
+            selection = select_mixed_precision(full, evaluator, config.budget, groups, macs, tick=bar.update)
         keep = set(selection.quantized_nodes)
-        LOG.info(f"mixed precision: {len(selection.kept_high)} groups kept high "
-            f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
+        LOG.info(f"mixed precision: {plural(len(selection.kept_high), 'group')} kept high "
+                 f"({', '.join(selection.kept_high) or 'none'}); {100 * selection.int8_mac_fraction:.1f}% of MACs in INT8")
     else:
         groups, selection, keep = [], None, set(candidates)
         if config.mixed_precision:
             LOG.info(f"every weighted layer in INT8 meets the budget with margin on {len(evaluator.feeds)} calibration "
-                f"pairs (agreement {100 * full_score.pixel_agreement:.2f}%, PSNR {full_score.fused_psnr:.1f} dB): "
-                "no layer needs higher precision, sensitivity analysis skipped")
+                     f"pairs (agreement {100 * full_score.pixel_agreement:.2f}%, PSNR {full_score.fused_psnr:.1f} dB): "
+                     "no layer needs higher precision, sensitivity analysis skipped")
     phase("sensitivity_and_selection")
     quantizer = config.quantizer
     if quantizer == "auto":
@@ -170,8 +180,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
         metadata["mrfs_edge.quantization"] = json.dumps({**{k: summary[k] for k in (  # dict | dict is 3.9+
             "quantizer", "int8_mac_fraction", "kept_high_precision")}, "calibration": summary["calibration"]})
         save_with_metadata(qdq, metadata, qdq_path)
-    (out_dir / f"{stem}.int8-all.onnx").unlink(missing_ok=True)
     summary_path = write_json_atomic(out_dir / f"{stem}.int8.summary.json", summary)
     LOG.info(f"wrote {out_dir / f'{stem}.int8.onnx'} ({len(int8_nodes)}/{len(candidates)} layers INT8, "
-        f"{100 * int8_fraction:.1f}% of MACs), range table {table}, summary {summary_path}")
+             f"{100 * int8_fraction:.1f}% of MACs), range table {table}, summary {summary_path}")
     return CalibrationArtifacts(out_dir / f"{stem}.int8.onnx", table, summary_path, summary)

@@ -13,7 +13,11 @@ ONNX PTQ produces the final model instead when it is installed (:func:`quantize_
 from __future__ import annotations
 
 import inspect
+import io
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +26,55 @@ from onnx import numpy_helper
 
 from mrfs_edge.calibration.dataset import CalibrationSet
 from mrfs_edge.calibration.options import CALIBRATION_METHODS
+from mrfs_edge.core.log import ConsoleFormatter, ConsoleHandler
+
+LOG = logging.getLogger(__name__)
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# ONNX Runtime's quantize_static logs two such hints on the root logger ("Please consider to run
+# pre-processing ...", then "Please consider pre-processing ...") for every model without its
+# pre-processing metadata. The pre-processing (symbolic shape inference, ORT graph optimisation)
+# is meant for ORT's CPU kernels and would fold the graph TensorRT is to build, so the advice does
+# not apply here: both are dropped instead of printed on every calibration.
+PREPROCESSING_HINT = ("Please consider", "pre-processing")
+
+
+@contextmanager
+def ort_quantizer_logging() -> Iterator[None]:
+    """Around a ``quantize_static`` call: its pre-processing hints dropped, its other warnings kept.
+
+    Its calibrators also print their progress ("Collecting tensor data ...") on stdout, which is
+    a command's result channel: that text goes to the debug log (``-v``) instead.
+
+    It logs through the ``logging`` module's functions, which install a ``basicConfig`` handler
+    on the root logger when it has none; that handler would stay and print every later toolkit
+    warning a second time (toolkit records propagate to the root). So when the root logger has
+    no handler, one of the toolkit's console handlers stands in for the call, for the root
+    logger's own records only.
+    """
+    root = logging.getLogger()
+
+    def not_the_hint(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith(PREPROCESSING_HINT[0]) and PREPROCESSING_HINT[1] in message)
+
+    root.addFilter(not_the_hint)
+    stand_in = None
+    if not root.handlers:
+        stand_in = ConsoleHandler(logging.WARNING)
+        stand_in.setFormatter(ConsoleFormatter())
+        stand_in.addFilter(lambda record: record.name == root.name)
+        root.addHandler(stand_in)
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed):
+            yield
+    finally:
+        root.removeFilter(not_the_hint)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
+        for line in printed.getvalue().splitlines():
+            LOG.debug(f"onnxruntime.quantization: {line}")
 
 
 def weighted_nodes(model: onnx.ModelProto) -> list[str]:
@@ -74,10 +125,11 @@ def quantize_ort(fp32_path: Path, output: Path, calibration: CalibrationSet, met
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(table_path)
     nodes = nodes or weighted_nodes(onnx.load(str(fp32_path)))
-    quantize_static(str(fp32_path), str(output), calibration.ort_reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=nodes,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=_ort_method(method), extra_options=ort_extra_options(method), **kwargs)
+    with ort_quantizer_logging():
+        quantize_static(str(fp32_path), str(output), calibration.ort_reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=nodes,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=_ort_method(method), extra_options=ort_extra_options(method), **kwargs)
     return output
 
 

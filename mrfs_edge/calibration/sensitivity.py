@@ -136,7 +136,8 @@ def group_sensitivity(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budg
 
 
 def select_mixed_precision(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator, budget: Budget,
-                           groups: list[GroupResult], macs: dict[str, int]) -> MixedPrecisionResult:
+                           groups: list[GroupResult], macs: dict[str, int],
+                           tick: Callable[[], object] = lambda: None) -> MixedPrecisionResult:
     """Keep as few multiply-adds high as the budget allows.
 
     Two rankings are tried, damage per multiply-add (many cheap groups) and damage alone (one
@@ -144,7 +145,7 @@ def select_mixed_precision(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator,
     each, the smallest prefix kept high that meets the budget (with margin) on the evaluation
     feeds is found by bisection, assuming damage grows with the groups quantised. The better
     of the two is then pruned: each kept group, largest first, goes back to INT8 if the budget
-    still holds without it.
+    still holds without it. ``tick`` is called once per variant scored (a progress bar's update).
     """
     total_macs = sum(macs.values()) or 1
     steps: list[dict[str, object]] = []
@@ -159,6 +160,7 @@ def select_mixed_precision(full_qdq: onnx.ModelProto, evaluator: QuantEvaluator,
             quantised = {n for g in groups if g not in kept for n in g.nodes}
             score = evaluator.score(strip_qdq(full_qdq, quantised))
             cache[key] = (score.pixel_agreement, score.fused_psnr)
+            tick()
             steps.append({"kept_high": sorted(key), "agreement": cache[key][0], "psnr": cache[key][1],
                           "int8_mac_fraction": fraction(kept)})
         return budget.met(*cache[key], margin=True)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+T = TypeVar("T")
 ROOT_LOGGER = "mrfs_edge"
 PREFIX = "[mrfs-edge]"
 QUIET, NORMAL, VERBOSE = -1, 0, 1
@@ -66,3 +69,26 @@ def is_verbose() -> bool:
     """Whether ``-v`` (DEBUG) is in effect for the toolkit's messages."""
     return logging.getLogger(ROOT_LOGGER).isEnabledFor(logging.DEBUG)
 
+
+
+def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
+    """A ``tqdm`` bar on stderr, drawn only when stderr is a terminal.
+
+    Redirected to a file or a pipe (a log, CI, a supervisor), a bar is nothing but carriage
+    returns and escape codes; the log lines around it say the same in words.
+    """
+    kwargs.setdefault("disable", not _is_terminal(sys.stderr))
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, file=sys.stderr, **kwargs)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 group`` / ``3 groups``: the count and its noun agreeing."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

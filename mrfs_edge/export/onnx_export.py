@@ -117,7 +117,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
     contract = build_contract(model, options, sha256_file(checkpoint))
     with atomic_path(output) as tmp:
         LOG.info(f"tracing {contract.backbone} ({contract.num_classes} classes) at "
-            f"{options.batch}x{options.height}x{options.width}, opset {options.opset}")
+                 f"{options.batch}x{options.height}x{options.width}, opset {options.opset}")
         graph = trace_to_onnx(model, contract, options, tmp)  # an onnx.ModelProto
         if options.simplify:
             graph = simplify(graph)
@@ -144,7 +144,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], output: str | os.PathLike[st
     write_bytes_atomic(output.with_suffix(".trt_compat.txt"), (report.text() + "\n").encode())
     write_json_atomic(output.with_suffix(".trt_compat.json"), report.as_dict())
     LOG.info(f"wrote {output} ({size / 1e6:.1f} MB) in {export_seconds:.1f} s; "
-        f"compatibility report {output.with_suffix('.trt_compat.txt')}")
+             f"compatibility report {output.with_suffix('.trt_compat.txt')}")
     return ExportResult(output, contract, parity, report, export_seconds, size)
 
 
