@@ -37,6 +37,7 @@ from mrfs_edge.bench.reference import (
     save_reference,
     torch_installed,
 )
+from mrfs_edge.core.log import progress
 from mrfs_edge.io.pairs import PairFolder
 
 if TYPE_CHECKING:
@@ -255,8 +256,8 @@ class Harness:
         rows: list[dict[str, Any]] = []
         grid: dict[str, list[PairOutputs]] = {}
         reference = self._saved_accuracy(plan.saved) if plan.saved is not None else None
-        with tqdm(total=per_mode * len(runnable), desc="benchmark", unit="run", disable=not config.progress,
-                  dynamic_ncols=True) as self._bar:
+        with progress(total=per_mode * len(runnable), desc="benchmark", unit="run",
+                      disable=not config.progress) as self._bar:
             for mode in modes:
                 if mode not in runnable:
                     rows.append(report.empty_row(mode, plan.skipped[mode.name]))

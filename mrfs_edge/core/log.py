@@ -71,15 +71,14 @@ def is_verbose() -> bool:
 
 
 
-def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
-    """A ``tqdm`` bar on stderr, drawn only when stderr is a terminal.
+def progress(iterable: Iterable[T] | None = None, disable: bool = False, **kwargs: Any) -> tqdm:
+    """A ``tqdm`` bar on stderr, drawn only when stderr is a terminal (and ``disable`` is not set).
 
     Redirected to a file or a pipe (a log, CI, a supervisor), a bar is nothing but carriage
     returns and escape codes; the log lines around it say the same in words.
     """
-    kwargs.setdefault("disable", not _is_terminal(sys.stderr))
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, file=sys.stderr, **kwargs)
+    return tqdm(iterable, file=sys.stderr, disable=disable or not _is_terminal(sys.stderr), **kwargs)
 
 
 def _is_terminal(stream: Any) -> bool:
