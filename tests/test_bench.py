@@ -65,7 +65,8 @@ def rows_by_mode(report: dict) -> dict[str, dict]:
 
 def test_writes_report_json_markdown_and_plots(bench):
     out = bench.paths["json"].parent
-    for name in ("report.json", "report.md", "latency_vs_miou.png", "per_class_iou.png", "grid.png"):
+    for name in ("report.json", "report.md", "latency_vs_miou.png", "per_class_iou.png", "grid_onnxruntime-fp32.png",
+                 "grid_onnxruntime-fp16.png", "grid_onnxruntime-int8.png"):   # one grid per mode against PyTorch
         assert (out / name).stat().st_size > 0, name
     text = (out / "report.md").read_text()
     assert "ONNX Runtime FP32 vs PyTorch eager" in text and "## Summary" in text and "## Per-class IoU" in text

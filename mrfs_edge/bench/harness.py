@@ -180,7 +180,7 @@ class Harness:
                                 config.threads, config.torch_device, config.onnx, config.qdq, dict(config.engines),
                                 config.calibration)
         self.memory = PeakMemory()
-        self.palette: Sequence[Sequence[int]] = []   # the reference model's class colours, for the grid
+        self.class_names: Sequence[str] = []         # the reference model's class names, for the grids' legend
 
     def tick(self) -> None:
         if self._bar is not None:
@@ -256,6 +256,8 @@ class Harness:
         rows: list[dict[str, Any]] = []
         grid: dict[str, list[PairOutputs]] = {}
         reference = self._saved_accuracy(plan.saved) if plan.saved is not None else None
+        if reference is not None and plan.saved is not None:
+            grid[plan.saved.mode] = reference.outputs   # the saved reference is every grid's reference column
         with progress(total=per_mode * len(runnable), desc="benchmark", unit="run",
                       disable=not config.progress) as self._bar:
             for mode in modes:
@@ -278,7 +280,7 @@ class Harness:
                 if is_reference:
                     reference = accuracy
                     row["reference"] = True
-                grid[mode.name] = accuracy.outputs[:config.grid_pairs]
+                grid[mode.name] = accuracy.outputs   # every pair: the grids show the most-disagreeing ones
                 rows.append(row)
                 LOG.info(self._one_line(row))
         self._bar = None
@@ -286,8 +288,8 @@ class Harness:
 
     def _saved_accuracy(self, saved: SavedReference) -> ModeAccuracy:
         """The saved outputs scored like a row (ground truth, fusion), to compare the rows with."""
-        if not self.palette:
-            self.palette = saved.palette
+        if not self.class_names:
+            self.class_names = saved.class_names
         pairs = (self.folder[i] for i in range(len(self.folder)))
         return score_mode(saved.predictions(pairs), saved.class_names, self.labelled)
 
@@ -303,8 +305,8 @@ class Harness:
         self.memory.reset()
         runner = self.files.open(mode)   # not activated yet: nothing is on the device
         device_before = device_memory_in_use() if runner.device != "cpu" else None
-        if not self.palette:
-            self.palette = runner.contract.palette
+        if not self.class_names:
+            self.class_names = runner.contract.class_names
         is_reference = reference is None and no_reference is None
         try:
             latency: dict[str, Any] = {}
@@ -319,7 +321,7 @@ class Harness:
                     reasons[f"latency.b{batch}"] = f"failed: {_first_line(exc)}"
             memory = self._memory(runner, device_before, reasons)
             accuracy = score_mode(run_pairs(runner, self.folder, self.tick), runner.contract.class_names,
-                                  self.labelled, reference, keep=None if is_reference else config.grid_pairs,
+                                  self.labelled, reference, keep=None,
                                   no_reference=no_reference)
             if is_reference and config.save_reference is not None:
                 save_reference(config.save_reference, mode.name, str(path), runner.contract, self.folder.names,
@@ -370,7 +372,7 @@ class Harness:
         config, out = self.config, self.config.output_dir
         out.mkdir(parents=True, exist_ok=True)
         gpu = next((r["device"] for r in rows if r["runtime"] == "tensorrt" and r["device"]), None)
-        plot_paths = self._plots(rows, grid, out)
+        plot_paths = self._plots(rows, grid, out, plan)
         payload: dict[str, Any] = {
             "schema": report.SCHEMA,
             "created": environment.now(),
@@ -399,7 +401,7 @@ class Harness:
         return BenchResult(payload, paths)
 
     def _plots(self, rows: list[dict[str, Any]], grid: Mapping[str, Sequence[PairOutputs]],
-               out: Path) -> dict[str, tuple[Path | None, str]]:
+               out: Path, plan: RowPlan) -> dict[str, tuple[Path | None, str]]:
         """Each plot's file (None when not drawn) and why not; no matplotlib on a Jetson image: none drawn."""
         names = ("latency_vs_miou", "per_class_iou", "grid")
         if importlib.util.find_spec("matplotlib") is None:
@@ -409,8 +411,9 @@ class Harness:
             "latency_vs_miou": (plots.latency_vs_accuracy(rows, out / "latency_vs_miou.png", self.labelled),
                                 "no mode has both latency and accuracy"),
             "per_class_iou": (plots.per_class_iou(rows, out / "per_class_iou.png"), "no ground-truth labels"),
-            "grid": (plots.image_grid(self.latency_pairs[:self.config.grid_pairs], grid, self.palette,
-                                      out / "grid.png"), "no mode produced outputs"),
+            **plots.mode_grids(self.folder, grid, plan.reference_mode or (plan.saved.mode if plan.saved else None),
+                               self.class_names, out, self.config.grid_pairs,
+                               titles={r["mode"]: r["label"] for r in rows}),
         }
 
 

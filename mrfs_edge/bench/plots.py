@@ -19,7 +19,6 @@ import numpy as np
 
 from mrfs_edge.bench.accuracy import PairOutputs
 from mrfs_edge.bench.report import first_latency
-from mrfs_edge.core.classes import class_names_for
 from mrfs_edge.core.files import atomic_path
 from mrfs_edge.io.pairs import Pair, PairFolder
 from mrfs_edge.processing.preprocess import fused_to_uint8
@@ -275,26 +274,6 @@ def mode_grids(pairs: Sequence[Pair], outputs: Mapping[str, Sequence[PairOutputs
             else f"{label} (no reference outputs in this run to compare with)"
         drawn[name] = (draw_grid(title, rows, class_names, out / f"{name}.png"), "")
     return drawn
-
-
-def image_grid(pairs: Sequence[Pair], outputs: Mapping[str, Sequence[PairOutputs]],
-               palette: Sequence[Sequence[int]], path: Path) -> Path | None:
-    """The grid of the mode that disagrees most with the reference (the first mode of ``outputs``).
-
-    For the harness's one ``grid.png``; :func:`mode_grids` draws every mode's grid, from all the
-    scored pairs rather than the first few.
-    """
-    modes = list(outputs)
-    if not pairs or not modes:
-        return None
-    reference = outputs[modes[0]]
-    candidates = [m for m in modes[1:] if len(outputs[m])] or modes[:1]
-    worst = max(candidates, key=lambda m: sum(float(np.mean(disagreement_mask(o.labels, r.labels)))
-                                              for o, r in zip(outputs[m], reference)))
-    compared = reference if worst != modes[0] else None
-    rows = grid_rows(pairs, outputs[worst], compared, len(pairs))
-    title = f"{worst}: where it disagrees with {modes[0]}" if compared is not None else worst
-    return draw_grid(title, rows, class_names_for(len(palette)), path)
 
 
 # --------------------------------------------------------------------------- accuracy plots

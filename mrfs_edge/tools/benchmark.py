@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the reference row's outputs per pair here, for --reference on a machine without PyTorch")
     p.add_argument("--reference", type=readable_file, metavar="REF.npz",
                    help="compare with outputs saved by --save-reference instead of running a reference model here")
-    p.add_argument("--grid-pairs", type=non_negative_int, default=3, help="pairs shown in grid.png (default 3)")
+    p.add_argument("--grid-pairs", type=non_negative_int, default=3, help="pairs in each mode's grid_<mode>.png: the most disagreeing, with a day and a night pair (default 3)")
     p.add_argument("--output-dir", type=writable_dir, default="build/benchmark",
                    help="where report.md/json, plots and models go (checked before measuring)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
