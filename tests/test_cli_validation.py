@@ -111,6 +111,18 @@ def test_calibrate_bad_calib_dir_creates_no_output_dir(tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("content, problem", [(b"not a model\n", "not a readable ONNX protobuf"),
+                                              (b"PK\x03\x04rest of a zip", "a PyTorch checkpoint, not an ONNX model")])
+def test_calibrate_onnx_that_is_not_one_fails_before_any_work(tmp_path, capsys, content, problem):
+    """The same torch-free check as build_engine.py's: one line naming --onnx, no output folder made."""
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(content)
+    out = tmp_path / "new" / "int8"
+    line = one_error(calibrate.main, ["--onnx", str(bad), "--output-dir", str(out)], capsys)
+    assert line.startswith(f"error: --onnx {bad}: ") and problem in line
+    assert not (tmp_path / "new").exists()
+
+
 def test_train_out_dir_under_a_regular_file(a_file, capsys):
     from mrfs_edge.assets import SAMPLES
     from mrfs_edge.train.__main__ import main as train_main

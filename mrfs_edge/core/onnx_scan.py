@@ -132,3 +132,27 @@ def scan_onnx(path: Union[str, "os.PathLike[str]"]) -> OnnxScan:
         finally:
             view.release()
     raise ModelFileError(f"{path}: not a readable ONNX protobuf ({problem})")
+
+
+# What a file starts with when it is a PyTorch checkpoint: a zip archive (torch.save since 1.6) or a pickle.
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_onnx_model(path: Union[str, "os.PathLike[str]"], flag: str) -> OnnxScan:
+    """``path``'s scan if it is an ONNX model with a graph, else a one-line error naming ``flag``.
+
+    Commands call it on their ONNX argument before any other work, so a checkpoint, a truncated
+    download or any other file fails in a second, before an output folder is made or a model loaded.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(CHECKPOINT_MAGIC):
+        raise ModelFileError(f"{flag} {path}: a PyTorch checkpoint, not an ONNX model (pass it as --checkpoint)")
+    try:
+        scan = scan_onnx(path)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{flag} {exc}") from None
+    if not scan.op_types:
+        raise ModelFileError(f"{flag} {path}: not an ONNX model (no graph nodes in it)")
+    return scan

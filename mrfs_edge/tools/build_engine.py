@@ -30,9 +30,9 @@ from typing import Any
 
 from mrfs_edge.core.args import non_negative_int, positive_int, readable_file, writable_dir, writable_file
 from mrfs_edge.core.cli import CliParser, run_cli
-from mrfs_edge.core.errors import ExportError, ModelFileError, needs_extra
+from mrfs_edge.core.errors import ExportError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
-from mrfs_edge.core.onnx_scan import OnnxScan, export_stem, scan_onnx
+from mrfs_edge.core.onnx_scan import check_onnx_model, export_stem, scan_onnx
 from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph
 from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
 from mrfs_edge.tools.calibrate import (
@@ -82,29 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     add_calibration_arguments(p)
     return p
-
-
-# What a file starts with when it is a PyTorch checkpoint: a zip archive (torch.save since 1.6) or a pickle.
-CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
-def check_onnx(path: Path) -> OnnxScan:
-    """``path``'s scan if it is an ONNX model with a graph; else a one-line :class:`ModelFileError`.
-
-    Read torch- and onnx-free (:func:`scan_onnx`), so a checkpoint, a truncated download or any other
-    file passed as ``--onnx`` fails in a second, before an output folder is made or a model loaded.
-    """
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head.startswith(CHECKPOINT_MAGIC):
-        raise ModelFileError(f"--onnx {path}: a PyTorch checkpoint, not an ONNX model (pass it as --checkpoint)")
-    try:
-        scan = scan_onnx(path)
-    except ModelFileError as exc:
-        raise ModelFileError(f"--onnx {exc}") from None
-    if not scan.op_types:
-        raise ModelFileError(f"--onnx {path}: not an ONNX model (no graph nodes in it)")
-    return scan
 
 
 def _fp32_onnx(args: argparse.Namespace, output_dir: Path) -> Path:
@@ -211,7 +188,7 @@ def _trt_calibrator(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Every check that needs no model runs before the first file or folder is made.
-    given = check_onnx(args.onnx) if args.onnx else None
+    given = check_onnx_model(args.onnx, "--onnx") if args.onnx else None
     if args.quant == "implicit" and args.precision in ("int8", "best"):
         _trt_calibrator(args)
     from mrfs_edge.backends.machine import tensorrt_status

@@ -8,6 +8,7 @@ from mrfs_edge.assets import CALIB_SPLIT, EVAL_SPLIT, SAMPLES
 from mrfs_edge.calibration.options import CALIBRATION_METHODS, Budget
 from mrfs_edge.core.args import help_text, positive_int, readable_dir, readable_file, writable_dir
 from mrfs_edge.core.cli import CliParser, run_cli
+from mrfs_edge.core.onnx_scan import check_onnx_model
 from mrfs_edge.io.pairs import PairFolder
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     calib, evaluation = folders_from_args(args)   # the pair folders are checked before any model work
+    if args.onnx:
+        check_onnx_model(args.onnx, "--onnx")
     from mrfs_edge.core.errors import needs_extra
     from mrfs_edge.deploy.demo import default_onnx
 
