@@ -220,7 +220,8 @@ def test_benchmark_exit_status_is_in_the_help():
 
 COMMANDS = {"export_onnx": ["export/export_onnx.py"], "calibrate": ["calibration/calibrate.py"],
             "benchmark": ["benchmarks/run.py"], "train": ["-m", "mrfs_edge.train"],
-            "model_card": ["-m", "mrfs_edge.tools.model_card"]}
+            "model_card": ["-m", "mrfs_edge.tools.model_card"], "build_engine": ["export/build_engine.py"],
+            "run": ["runtime/run.py"], "register": ["runtime/register.py"], "runtime_fps": ["benchmarks/runtime_fps.py"]}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -233,13 +234,16 @@ def test_help_imports_no_heavy_package(name):
 
 
 def parsers():
+    from mrfs_edge.tools import build_engine, run
     from mrfs_edge.train.__main__ import build_parser as train_parser
 
     return {"export_onnx": export_onnx.build_parser(), "calibrate": calibrate.build_parser(),
-            "benchmark": benchmark.build_parser(), "train": train_parser(), "model_card": model_card.build_parser()}
+            "benchmark": benchmark.build_parser(), "train": train_parser(), "model_card": model_card.build_parser(),
+            "build_engine": build_engine.build_parser(), "run": run.run_parser(), "register": run.register_parser(),
+            "runtime_fps": run.fps_parser()}
 
 
-@pytest.mark.parametrize("name", ["export_onnx", "calibrate", "benchmark", "train", "model_card"])
+@pytest.mark.parametrize("name", COMMANDS)
 def test_every_flag_has_plain_help(name):
     parser = parsers()[name]
     silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]

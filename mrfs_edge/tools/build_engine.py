@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mrfs_edge.core.args import non_negative_int, positive_int, readable_file, writable_dir, writable_file
+from mrfs_edge.core.args import help_text, non_negative_int, positive_int, readable_file, writable_dir, writable_file
 from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.errors import ExportError, needs_extra
 from mrfs_edge.core.files import write_json_atomic
@@ -54,7 +54,7 @@ TRT_CALIBRATORS = {"entropy": "entropy", "max": "minmax"}  # --calib-method → 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = CliParser(prog="build_engine.py", description=__doc__,
+    p = CliParser(prog="build_engine.py", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     precision = p.add_argument_group("precision (default --fp16)").add_mutually_exclusive_group()
     for name in PRECISIONS:

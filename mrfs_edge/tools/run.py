@@ -214,7 +214,8 @@ def register_parser() -> argparse.ArgumentParser:
     parser.add_argument("--points", action="append", default=[], metavar="X,Y:X,Y",
                         help="one correspondence: infrared x,y : visible x,y (repeatable)")
     parser.add_argument("--points-file", help="file with one X,Y:X,Y correspondence per line (# comments)")
-    parser.add_argument("--kind", choices=("homography", "affine"), default="homography")
+    parser.add_argument("--kind", choices=("homography", "affine"), default="homography",
+                        help="homography (8 degrees of freedom, needs 4 points; default) or affine (6, needs 3)")
     parser.add_argument("--visible-size", required=True, metavar="WxH",
                         help="visible frame size the points were picked on, e.g. 1280x720")
     parser.add_argument("--ransac-px", type=float, default=3.0, help="outlier threshold in pixels (default 3)")
