@@ -227,6 +227,7 @@ class Pipeline:
         self.stopped_by = "end"
         self._stopping = threading.Event()
         self._error: BaseException | None = None
+        self._last_status = ""
         self._failed: set[int] = set()          # indices in STAGES of the stages that raised
         self._aborted = False                   # a second signal: queued frames are dropped
         self._sink_lock = threading.Lock()      # a frame being written completes before the sinks close
@@ -460,6 +461,9 @@ class Pipeline:
         stages = " ".join(f"{s} {self.stats.mean_ms(s):.1f}" for s in STAGES)
         line = f"{self.status_text(f'frames {self.stats.written}')} | ms: {stages}"
         tty = sys.stderr.isatty()
+        if not tty and line == self._last_status:
+            return      # a log file gets a line when something changed, not one per interval
+        self._last_status = line
         if final:
             print(("\r" if tty else "") + line, file=sys.stderr)
         else:
