@@ -91,6 +91,8 @@ def test_fps_script_writes_json_and_errors_are_one_line(tmp_path, model, pairs_d
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["frames"] == 4 and result["threads"] == 1 and f"{result['end_to_end_fps']:.2f} fps" in printed
-    assert fps_main(["--model", str(model), "--frames", "0"]) == 2
+    with pytest.raises(SystemExit) as exited:       # an argument error: argparse exits with 2 after its line
+        fps_main(["--model", str(model), "--frames", "0"])
+    assert exited.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --frames must be >= 1 and --warmup >= 0 (got 0, 5)"]
+        "error: argument --frames: must be a positive whole number, got 0 (see --help)"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
 from mrfs_edge import assets
+from mrfs_edge.core.args import non_negative_int, positive_int
 from mrfs_edge.core.cli import CliParser, command, one_line
 from mrfs_edge.core.errors import MrfsEdgeError
 from mrfs_edge.deploy import demo
@@ -29,19 +30,6 @@ JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0
 
 # --- run -------------------------------------------------------------------------------------
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum`` (argparse names the option in the error)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
-
-
 def run_parser() -> argparse.ArgumentParser:
     from mrfs_edge.backends import BACKENDS
     from mrfs_edge.io.source import BadFramePolicy
@@ -54,7 +42,7 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
     parser.add_argument("--backend", choices=BACKENDS, help="default: from the file suffix")
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the engine as a CUDA graph")
-    parser.add_argument("--threads", type=_at_least(0), default=0, help="ONNX Runtime CPU threads (0: its default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime CPU threads (0: its default)")
     parser.add_argument("--visible", help="visible URI: folder, image, video, v4l2://, csi://, gst://, rtsp:// "
                                           "(default: bundled samples)")
     parser.add_argument("--infrared", help="infrared URI, as --visible; 16-bit (Y16) kept until gain control")
@@ -69,8 +57,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thermal-smoothing", type=float, default=0.9,
                         help="EMA weight of previous AGC limits, 0..1 (default 0.9)")
     parser.add_argument("--tolerance-ms", type=float, default=20.0, help="live pairing tolerance (default 20 ms)")
-    parser.add_argument("--queue", type=_at_least(1), default=2, help="frames buffered between stages (default 2)")
-    parser.add_argument("--max-frames", type=_at_least(1), help="stop after this many frame pairs")
+    parser.add_argument("--queue", type=positive_int, default=2, help="frames buffered between stages (default 2)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many frame pairs")
     parser.add_argument("--on-bad-frame", choices=get_args(BadFramePolicy),
                         help="an unreadable frame: stop after the frames before it, or skip it (named in the "
                              "log); default: skip for cameras and streams, stop for files, folders and videos")
@@ -169,12 +157,12 @@ def fps_parser() -> argparse.ArgumentParser:
                     "composite) against model-only FPS, on the same runner and frames.",
         epilog="example: benchmarks/runtime_fps.py --threads 1 --frames 50 --json runs/runtime_fps.json")
     parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0: its default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime CPU threads (0: its default)")
     parser.add_argument("--visible", help="visible URI, as for runtime/run.py (default: bundled samples); "
                                           "files are replayed until enough frames")
     parser.add_argument("--infrared", help="infrared URI, as --visible")
-    parser.add_argument("--frames", type=int, default=50, help="frames timed per measurement (default 50)")
-    parser.add_argument("--warmup", type=int, default=5, help="frames run before timing (default 5)")
+    parser.add_argument("--frames", type=positive_int, default=50, help="frames timed per measurement (default 50)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="frames run before timing (default 5)")
     parser.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     return parser
 
@@ -187,8 +175,6 @@ def fps_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.runtime.throughput import measure_throughput
 
     args = fps_parser().parse_args(argv)
-    if args.frames < 1 or args.warmup < 0:
-        raise MrfsEdgeError(f"--frames must be >= 1 and --warmup >= 0 (got {args.frames}, {args.warmup})")
     _quiet_opencv()
     visible, infrared = _default_sources(args)
     model = Path(args.model) if args.model else _default_model()
