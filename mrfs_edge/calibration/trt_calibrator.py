@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mrfs_edge.backends.cuda_memory import CudaMemory, open_cuda_memory
-from mrfs_edge.backends.sidecar import CalibrationInfo
+from mrfs_edge.backends.sidecar import CalibrationInfo, TrtCalibrationMethod
 from mrfs_edge.backends.trt_compat import TrtApi
 from mrfs_edge.core.files import write_bytes_atomic, write_json_atomic
 
@@ -50,7 +50,7 @@ class CalibratorLogic:
     :class:`~mrfs_edge.calibration.dataset.CalibrationSet` does) and the builder fails the build.
     """
 
-    def __init__(self, batches: Iterable[Feed], cache_path: str | os.PathLike[str], method: str,
+    def __init__(self, batches: Iterable[Feed], cache_path: str | os.PathLike[str], method: TrtCalibrationMethod,
                  memory: CudaMemory | None = None, fingerprint: str | None = None) -> None:
         super().__init__()  # TensorRT's pybind11 base must be initialised explicitly
         self.cache_path = Path(cache_path)
@@ -171,7 +171,7 @@ class CalibratorLogic:
 
 
 def make_calibrator(api: TrtApi, batches: Iterable[Feed], cache_path: str | os.PathLike[str],
-                    method: str = "entropy", memory: CudaMemory | None = None,
+                    method: TrtCalibrationMethod = "entropy", memory: CudaMemory | None = None,
                     fingerprint: str | None = None) -> CalibratorLogic:
     """A TensorRT ``IInt8EntropyCalibrator2`` ("entropy") or ``IInt8MinMaxCalibrator`` ("minmax").
 
