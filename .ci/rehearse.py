@@ -258,7 +258,10 @@ def rehearse(result: Result, setup: Dict[str, object], build: Path, cudart: Path
 
     result.times["runtime"] = run(runtime_cmd, logs, checkout, env, what="runtime/run.py")
     pairs = sorted(p.stem for p in (checkout / SAMPLES / "vi").iterdir() if p.is_file())
-    written = sorted(p.stem for p in runtime_out.iterdir() if p.is_file()) if runtime_out.is_dir() else []
+    written = sorted(p.stem for p in runtime_out.iterdir()
+                     if p.is_file() and p.suffix.lower() in (".jpg", ".png")) if runtime_out.is_dir() else []
+    if not (runtime_out / "runtime_log.json").is_file():
+        raise RehearsalError(f"runtime/run.py wrote no runtime_log.json beside its outputs in {runtime_out}")
     if written != pairs:
         raise RehearsalError(f"runtime/run.py wrote {len(written)} outputs for the {len(pairs)} bundled pairs "
                              f"(missing: {sorted(set(pairs) - set(written))[:3]})")
