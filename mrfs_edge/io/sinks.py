@@ -41,6 +41,7 @@ class Rendered:
     composite: np.ndarray          # RGB uint8
     labels: np.ndarray             # H×W class indices
     fused: np.ndarray              # RGB H×W×3 uint8
+    stamp_ns: int | None = None    # the visible frame's Frame.stamp_ns (recorded sources), for timestamped outputs
 
 
 class Sink(ABC):

@@ -43,6 +43,9 @@ class Frame:
     timestamp_s: float
     index: int
     name: str
+    # Capture time in integer ns since the epoch where the source recorded one (a bag message's stamp):
+    # exact, unlike the float ``timestamp_s``, so an output can carry its input's stamp to the nanosecond.
+    stamp_ns: int | None = None
 
 
 class BadFrame(SourceError):

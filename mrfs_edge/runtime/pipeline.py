@@ -322,7 +322,7 @@ class Pipeline:
             start = time.perf_counter()
             image = self.processor.render(item.visible.image, item.infrared8, item.labels, item.fused,
                                           self.status_text(item.visible.name))
-            rendered = Rendered(item.visible.name, image, item.labels, item.fused)
+            rendered = Rendered(item.visible.name, image, item.labels, item.fused, item.visible.stamp_ns)
             with self._sink_lock:
                 if self._sinks_closed:      # aborted while rendering: the outputs are finalised already
                     return
