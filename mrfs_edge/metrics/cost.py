@@ -1,0 +1,322 @@
+"""What a graph costs per frame: multiply-adds by precision and the bytes its activations move.
+
+The one multiply-add counter of the project. Calibration ranks layers by it, the build summary
+and the benchmark report show where the work of each precision mode sits (INT8 / FP16 / FP32),
+and ``metrics.jetson_floor`` turns the split into a roofline floor per Jetson.
+
+Counting needs the graph (onnx, shape inference), which the target does not have: the
+workstation stores the split as JSON in the ONNX metadata (``COST_KEY``, written by
+``cost_metadata``) and the target reads it back with ``core.onnx_scan`` only (``read_cost``).
+onnx is imported inside the functions that need it: this module is imported torch/onnx-free.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from mrfs_edge.core.onnx_scan import OnnxScan, scan_onnx
+
+if TYPE_CHECKING:
+    import onnx
+
+Kind = Literal["weighted", "attention"]
+Precision = Literal["int8", "fp16", "fp32"]
+PRECISIONS: tuple[Precision, ...] = ("int8", "fp16", "fp32")
+KINDS: tuple[Kind, ...] = ("weighted", "attention")
+
+# ONNX metadata key of the split's JSON, beside the contract's keys and "mrfs_edge.precision".
+COST_KEY = "mrfs_edge.cost"
+COST_VERSION = 1
+
+# Bytes per element of onnx.TensorProto.DataType values (FLOAT, UINT8, INT8, UINT16, INT16, INT32,
+# INT64, BOOL, FLOAT16, DOUBLE, UINT32, UINT64, BFLOAT16, FLOAT8 variants).
+_ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
+                  17: 1, 18: 1, 19: 1, 20: 1}
+_FLOAT16 = 10
+_COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Layout ops TensorRT moves Q/DQ across: a weight's DequantizeLinear may sit behind them.
+_LAYOUT_OPS = ("Identity", "Transpose", "Reshape", "Unsqueeze", "Squeeze")
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """One Conv/ConvTranspose/Gemm/MatMul node: its multiply-adds, what kind, how it runs."""
+
+    name: str
+    op_type: str
+    macs: int
+    kind: Kind
+    precision: Precision
+    output_bytes: int
+
+
+@dataclass(frozen=True)
+class PrecisionSplit:
+    """Multiply-adds per kind and precision, and the bytes a frame moves.
+
+    ``activation_bytes``: every activation tensor (graph inputs and node outputs that do not
+    depend on weights alone) is written once and read once per consuming node (and once more
+    when it is a graph output), at the element size it is stored in: int8 after QuantizeLinear,
+    float16 in the FP16 graph, float32 elsewhere. A DequantizeLinear's output is not stored: its
+    consumers read the int8 tensor instead; a tensor read only by QuantizeLinear is not stored in
+    float either (the producer writes int8). Nothing else is assumed fused, so this is the
+    traffic of the graph as written, the most an engine that keeps every tensor in DRAM moves.
+    ``weight_bytes``: every initializer once, as stored (int8 weights in a Q/DQ graph).
+    ``unresolved``: counted-op nodes whose shapes inference could not fix (dynamic axes): left out.
+    """
+
+    macs: dict[str, dict[str, int]]
+    activation_bytes: int
+    weight_bytes: int
+    unresolved: int = 0
+    has_qdq: bool = False
+    is_fp16: bool = False
+
+    def gmacs(self, kind: Kind | None = None, precision: Precision | None = None) -> float:
+        kinds = (kind,) if kind else KINDS
+        precisions = (precision,) if precision else PRECISIONS
+        return sum(self.macs.get(k, {}).get(p, 0) for k in kinds for p in precisions) / 1e9
+
+    @property
+    def total_gmacs(self) -> float:
+        return self.gmacs()
+
+    @property
+    def weighted_int8_fraction(self) -> float:
+        """INT8 share of the multiply-adds in layers with weights (the issue's 95% target)."""
+        weighted = self.gmacs("weighted")
+        return self.gmacs("weighted", "int8") / weighted if weighted else 0.0
+
+    @property
+    def int8_fraction(self) -> float:
+        """INT8 share of all multiply-adds, attention products included."""
+        total = self.total_gmacs
+        return self.gmacs(None, "int8") / total if total else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({"v": COST_VERSION, "macs": self.macs, "activation_bytes": self.activation_bytes,
+                           "weight_bytes": self.weight_bytes, "unresolved": self.unresolved,
+                           "qdq": self.has_qdq, "fp16": self.is_fp16}, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PrecisionSplit:
+        """The split ``to_json`` wrote; ValueError on anything else (a newer version included)."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != COST_VERSION:
+                raise ValueError(f"cost metadata version {data.get('v')!r}, this toolkit reads {COST_VERSION}")
+            macs = {str(k): {str(p): int(n) for p, n in v.items()} for k, v in data["macs"].items()}
+            return cls(macs, int(data["activation_bytes"]), int(data["weight_bytes"]), int(data["unresolved"]),
+                       bool(data["qdq"]), bool(data["fp16"]))
+        except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed cost metadata ({exc})") from None
+
+
+@dataclass
+class _Graph:
+    """The facts of an inferred graph the counters share."""
+
+    shapes: dict[str, list[int]]
+    types: dict[str, int]
+    producer: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
+    constants: set[str]
+    outputs: set[str]
+    inputs: list[str]
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+
+
+def _inferred_graph(model: onnx.ModelProto) -> _Graph:
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(copy)
+    graph = inferred.graph
+    shapes: dict[str, list[int]] = {}
+    types: dict[str, int] = {}
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        tensor = value.type.tensor_type
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+        types[value.name] = tensor.elem_type
+    constants = set()
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+        types[init.name] = init.data_type
+        constants.add(init.name)
+    producer, consumers = {}, {}
+    for node in graph.node:
+        for name in node.output:
+            producer[name] = node
+        for name in dict.fromkeys(i for i in node.input if i):
+            consumers.setdefault(name, []).append(node)
+        # Weights alone (a DQ of an int8 initializer, a Cast of an FP16 one, a Constant) are no activation.
+        if all(i in constants for i in node.input if i):
+            constants.update(node.output)
+    inputs = [i.name for i in graph.input if i.name not in constants]
+    return _Graph(shapes, types, producer, consumers, constants, {o.name for o in graph.output}, inputs,
+                  list(graph.node))
+
+
+def _through_dq(graph: _Graph, name: str) -> bool:
+    """``name`` is a DequantizeLinear's output (the layer reads INT8), looking through a weight's layout ops."""
+    node = graph.producer.get(name)
+    while node is not None and node.op_type in _LAYOUT_OPS and name in graph.constants:
+        name = node.input[0]
+        node = graph.producer.get(name)
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _numel(shape: list[int] | None) -> int:
+    if shape is None or 0 in shape:
+        return 0
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def _macs(graph: _Graph, node: onnx.NodeProto, weight_index: int) -> int:
+    """Multiply-adds of one node from its output and weight/second-operand shapes; 0 when unknown."""
+    out = graph.shapes.get(node.output[0])
+    operand = graph.shapes.get(node.input[weight_index])
+    if not out or not operand or 0 in out or 0 in operand:
+        return 0
+    if node.op_type == "Conv":
+        per_output = _numel(operand[1:])          # (in_channels / groups) × kh × kw
+    elif node.op_type == "ConvTranspose":
+        # Each input element meets out_channels/groups × kh × kw weights: count from the input side.
+        data = graph.shapes.get(node.input[0])
+        if not data or 0 in data:
+            return 0
+        return _numel(data) * _numel(operand[1:])
+    elif node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        per_output = operand[1] if trans_b else operand[0]
+    elif weight_index == 0:                       # MatMul(W, x): the reduced axis is W's last
+        per_output = operand[-1]
+    else:
+        per_output = operand[-2] if len(operand) >= 2 else operand[0]
+    return _numel(out) * per_output
+
+
+def _node_precision(graph: _Graph, node: onnx.NodeProto, operands: list[str]) -> Precision:
+    if all(_through_dq(graph, name) for name in operands):
+        return "int8"
+    return "fp16" if graph.types.get(node.output[0]) == _FLOAT16 else "fp32"
+
+
+def _tensor_bytes(graph: _Graph, name: str) -> int:
+    return _numel(graph.shapes.get(name)) * _ELEMENT_BYTES.get(graph.types.get(name, 1), 4)
+
+
+def _costs(graph: _Graph) -> tuple[list[NodeCost], int]:
+    costs, unresolved = [], 0
+    for node in graph.nodes:
+        if node.op_type not in _COUNTED_OPS or len(node.input) < 2:
+            continue
+        # A weight is any operand computed from initializers/constants alone (an initializer, its
+        # DequantizeLinear, an FP16 graph's Cast in front of a node pinned to FP32, a transpose).
+        constant = [name in graph.constants for name in node.input[:2]]
+        weighted = node.op_type != "MatMul" or any(constant)
+        weight_index = 0 if node.op_type == "MatMul" and constant[0] and not constant[1] else 1
+        macs = _macs(graph, node, weight_index)
+        if not macs:
+            unresolved += 1
+            continue
+        costs.append(NodeCost(node.name, node.op_type, macs, "weighted" if weighted else "attention",
+                              _node_precision(graph, node, list(node.input[:2])),
+                              sum(_tensor_bytes(graph, o) for o in node.output if o)))
+    return costs, unresolved
+
+
+def graph_costs(model: onnx.ModelProto) -> list[NodeCost]:
+    """Every Conv/ConvTranspose/Gemm/MatMul node with static shapes, in graph order.
+
+    Weighted: a Conv/ConvTranspose/Gemm, or a MatMul with a weight operand (an initializer,
+    possibly behind DequantizeLinear or a Cast). Attention: a MatMul of two activations.
+    Precision: INT8 when both operands come through DequantizeLinear, FP16 when the node's
+    output is float16 (the FP16 graph; its FP32 pins stay FP32), else FP32.
+    """
+    return _costs(_inferred_graph(model))[0]
+
+
+def node_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-adds by node name (weighted and attention), as calibration ranks layers by them."""
+    return {cost.name: cost.macs for cost in graph_costs(model)}
+
+
+def _reads(graph: _Graph, name: str) -> int:
+    """Reads of ``name`` from memory: one per consumer, a DequantizeLinear's consumers counted instead."""
+    count = 1 if name in graph.outputs else 0
+    for node in graph.consumers.get(name, []):
+        count += _reads(graph, node.output[0]) if node.op_type == "DequantizeLinear" else 1
+    return count
+
+
+def _activation_bytes(graph: _Graph) -> int:
+    total = 0
+    names = list(graph.inputs) + [o for n in graph.nodes for o in n.output if o]
+    for name in names:
+        if name in graph.constants:
+            continue
+        producer = graph.producer.get(name)
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            continue
+        consumers = graph.consumers.get(name, [])
+        if consumers and name not in graph.outputs and all(c.op_type == "QuantizeLinear" for c in consumers):
+            continue
+        total += _tensor_bytes(graph, name) * (1 + _reads(graph, name))
+    return total
+
+
+def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
+    """Multiply-adds per kind and precision and the bytes of one inference of ``model``."""
+    graph = _inferred_graph(model)
+    costs, unresolved = _costs(graph)
+    macs: dict[str, dict[str, int]] = {k: {p: 0 for p in PRECISIONS} for k in KINDS}
+    for cost in costs:
+        macs[cost.kind][cost.precision] += cost.macs
+    weight_bytes = sum(_tensor_bytes(graph, init.name) for init in model.graph.initializer)
+    op_types = {n.op_type for n in graph.nodes}
+    has_qdq = bool(op_types & {"QuantizeLinear", "DequantizeLinear"})
+    is_fp16 = any(init.data_type == _FLOAT16 for init in model.graph.initializer)
+    return PrecisionSplit(macs, _activation_bytes(graph), weight_bytes, unresolved, has_qdq, is_fp16)
+
+
+def cost_metadata(model: onnx.ModelProto) -> str:
+    """The JSON to store under ``COST_KEY`` in ``model``'s metadata before saving it."""
+    return precision_split(model).to_json()
+
+
+def set_cost_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Store ``cost_metadata(model)`` under ``COST_KEY`` in place (replacing an older entry); returns ``model``."""
+    value = cost_metadata(model)
+    for prop in model.metadata_props:
+        if prop.key == COST_KEY:
+            prop.value = value
+            return model
+    entry = model.metadata_props.add()
+    entry.key, entry.value = COST_KEY, value
+    return model
+
+
+def read_cost(source: OnnxScan | str | os.PathLike[str]) -> PrecisionSplit | None:
+    """The split stored in an ONNX file's metadata, onnx-free; None when absent or stale.
+
+    Stale: the stored split says Q/DQ or FP16 and the file disagrees (a graph derived from
+    another that copied its metadata without recounting): a wrong figure is worse than none.
+    """
+    scan = source if isinstance(source, OnnxScan) else scan_onnx(source)
+    text = scan.metadata.get(COST_KEY)
+    if not text:
+        return None
+    try:
+        split = PrecisionSplit.from_json(text)
+    except ValueError:
+        return None
+    if split.has_qdq != scan.has_qdq or split.is_fp16 != scan.is_fp16:
+        return None
+    return split
