@@ -38,6 +38,8 @@ _FLOAT16 = 10
 _COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Layout ops TensorRT moves Q/DQ across: a weight's DequantizeLinear may sit behind them.
 _LAYOUT_OPS = ("Identity", "Transpose", "Reshape", "Unsqueeze", "Squeeze")
+# Ops whose output is their data input seen another way: no memory of their own.
+_PASS_THROUGH_OPS = ("DequantizeLinear", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
 @dataclass(frozen=True)
@@ -56,19 +58,27 @@ class NodeCost:
 class PrecisionSplit:
     """Multiply-adds per kind and precision, and the bytes a frame moves.
 
-    ``activation_bytes``: every activation tensor (graph inputs and node outputs that do not
-    depend on weights alone) is written once and read once per consuming node (and once more
-    when it is a graph output), at the element size it is stored in: int8 after QuantizeLinear,
-    float16 in the FP16 graph, float32 elsewhere. A DequantizeLinear's output is not stored: its
-    consumers read the int8 tensor instead; a tensor read only by QuantizeLinear is not stored in
-    float either (the producer writes int8). Nothing else is assumed fused, so this is the
-    traffic of the graph as written, the most an engine that keeps every tensor in DRAM moves.
+    Bytes are counted at the element size a tensor is stored in: int8 after QuantizeLinear,
+    float16 in the FP16 graph, float32 elsewhere. A DequantizeLinear or a view (Reshape, Flatten,
+    Squeeze, Unsqueeze, Identity) stores nothing: its consumers read the tensor behind it (the
+    int8 one behind a DequantizeLinear). A tensor read only by QuantizeLinear is stored in int8
+    only (the producer writes int8).
+
+    ``activation_bytes``: the graph as written. Every activation (graph inputs and node outputs
+    that do not depend on weights alone) is written once and read once per consuming node, once
+    more when it is a graph output. No fusion is assumed beyond the above, so an engine that
+    fuses pointwise chains (TensorRT does) moves less: this is the traffic of the unfused graph.
+    ``boundary_bytes``: the traffic left when everything but the matrix ops (Conv, ConvTranspose,
+    Gemm, MatMul) is fused into them: each matrix op reads its activation operands once and
+    writes its output once, plus the graph's inputs read and outputs written once. The floor's
+    memory term (``metrics.jetson_floor``) uses it, with ``weight_bytes``.
     ``weight_bytes``: every initializer once, as stored (int8 weights in a Q/DQ graph).
-    ``unresolved``: counted-op nodes whose shapes inference could not fix (dynamic axes): left out.
+    ``unresolved``: matrix-op nodes whose shapes inference could not fix (dynamic axes): left out.
     """
 
     macs: dict[str, dict[str, int]]
     activation_bytes: int
+    boundary_bytes: int
     weight_bytes: int
     unresolved: int = 0
     has_qdq: bool = False
@@ -97,7 +107,7 @@ class PrecisionSplit:
 
     def to_json(self) -> str:
         return json.dumps({"v": COST_VERSION, "macs": self.macs, "activation_bytes": self.activation_bytes,
-                           "weight_bytes": self.weight_bytes, "unresolved": self.unresolved,
+                           "boundary_bytes": self.boundary_bytes, "weight_bytes": self.weight_bytes, "unresolved": self.unresolved,
                            "qdq": self.has_qdq, "fp16": self.is_fp16}, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -108,7 +118,8 @@ class PrecisionSplit:
             if data.get("v") != COST_VERSION:
                 raise ValueError(f"cost metadata version {data.get('v')!r}, this toolkit reads {COST_VERSION}")
             macs = {str(k): {str(p): int(n) for p, n in v.items()} for k, v in data["macs"].items()}
-            return cls(macs, int(data["activation_bytes"]), int(data["weight_bytes"]), int(data["unresolved"]),
+            return cls(macs, int(data["activation_bytes"]), int(data["boundary_bytes"]),
+                       int(data["weight_bytes"]), int(data["unresolved"]),
                        bool(data["qdq"]), bool(data["fp16"]))
         except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cost metadata ({exc})") from None
@@ -248,27 +259,72 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
     return {cost.name: cost.macs for cost in graph_costs(model)}
 
 
+def _passes_through(node: onnx.NodeProto, name: str) -> bool:
+    """``node`` stores nothing of its own for its data input ``name`` (a DequantizeLinear or a view)."""
+    return node.op_type in _PASS_THROUGH_OPS and bool(node.input) and node.input[0] == name
+
+
 def _reads(graph: _Graph, name: str) -> int:
-    """Reads of ``name`` from memory: one per consumer, a DequantizeLinear's consumers counted instead."""
+    """Reads of ``name`` from memory: one per consumer, a pass-through consumer's own consumers counted instead."""
     count = 1 if name in graph.outputs else 0
     for node in graph.consumers.get(name, []):
-        count += _reads(graph, node.output[0]) if node.op_type == "DequantizeLinear" else 1
+        count += _reads(graph, node.output[0]) if _passes_through(node, name) else 1
     return count
 
 
-def _activation_bytes(graph: _Graph) -> int:
-    total = 0
-    names = list(graph.inputs) + [o for n in graph.nodes for o in n.output if o]
-    for name in names:
-        if name in graph.constants:
-            continue
+def _final_consumers(graph: _Graph, name: str) -> list[onnx.NodeProto]:
+    """The nodes that read ``name``'s data, looking through pass-through consumers."""
+    found = []
+    for node in graph.consumers.get(name, []):
+        found += _final_consumers(graph, node.output[0]) if _passes_through(node, name) else [node]
+    return found
+
+
+def _stored(graph: _Graph, name: str) -> bool:
+    """``name`` is written to memory: an activation, not a pass-through's output, not int8 only."""
+    if name in graph.constants:
+        return False
+    if name in graph.inputs:
+        return True     # the host's copy, whatever reads it
+    producer = graph.producer.get(name)
+    if producer is not None and _passes_through(producer, producer.input[0]) \
+            and producer.input[0] not in graph.constants:
+        return False
+    consumers = _final_consumers(graph, name)
+    return not (consumers and name not in graph.outputs and all(c.op_type == "QuantizeLinear" for c in consumers))
+
+
+def _source(graph: _Graph, name: str) -> str:
+    """The stored tensor behind ``name`` (through DequantizeLinear and views)."""
+    producer = graph.producer.get(name)
+    while producer is not None and _passes_through(producer, producer.input[0]) and \
+            producer.input[0] not in graph.constants:
+        name = producer.input[0]
         producer = graph.producer.get(name)
-        if producer is not None and producer.op_type == "DequantizeLinear":
+    return name
+
+
+def _stored_bytes(graph: _Graph, name: str) -> int:
+    """Bytes of ``name`` as it sits in memory: a float tensor that only QuantizeLinear reads is int8."""
+    source = _source(graph, name)
+    if _stored(graph, source):
+        return _tensor_bytes(graph, source)
+    return _numel(graph.shapes.get(source))   # written as int8 by a fused QuantizeLinear
+
+
+def _activation_bytes(graph: _Graph) -> int:
+    names = list(graph.inputs) + [o for n in graph.nodes for o in n.output if o]
+    return sum(_tensor_bytes(graph, name) * (1 + _reads(graph, name)) for name in names if _stored(graph, name))
+
+
+def _boundary_bytes(graph: _Graph) -> int:
+    total = sum(_stored_bytes(graph, name) for name in graph.inputs)
+    total += sum(_stored_bytes(graph, name) for name in graph.outputs if name not in graph.constants)
+    for node in graph.nodes:
+        if node.op_type not in _COUNTED_OPS:
             continue
-        consumers = graph.consumers.get(name, [])
-        if consumers and name not in graph.outputs and all(c.op_type == "QuantizeLinear" for c in consumers):
-            continue
-        total += _tensor_bytes(graph, name) * (1 + _reads(graph, name))
+        total += sum(_stored_bytes(graph, name) for name in node.input[:2] if name and name not in graph.constants)
+        total += sum(_stored_bytes(graph, name) for name in node.output if name)
     return total
 
 
@@ -283,7 +339,8 @@ def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
     op_types = {n.op_type for n in graph.nodes}
     has_qdq = bool(op_types & {"QuantizeLinear", "DequantizeLinear"})
     is_fp16 = any(init.data_type == _FLOAT16 for init in model.graph.initializer)
-    return PrecisionSplit(macs, _activation_bytes(graph), weight_bytes, unresolved, has_qdq, is_fp16)
+    return PrecisionSplit(macs, _activation_bytes(graph), _boundary_bytes(graph), weight_bytes, unresolved,
+                          has_qdq, is_fp16)
 
 
 def cost_metadata(model: onnx.ModelProto) -> str:
