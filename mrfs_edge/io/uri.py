@@ -18,6 +18,11 @@ form                                  role      options (query string, typed her
 ``rtsps http https rtmp``)
 ``display://0`` or ``display``        sink      none
 ``null://``                           sink      none (counts frames, writes nothing)
+``bag://drive.mcap`` (``.db3`` bag    source    ``visible``, ``infrared`` (topics, both required),
+folder, ROS 1 ``.bag``)                           ``stamp`` ``header`` (default) or ``log``: one URI
+                                                  names a recorded visible/infrared pair
+``bag://results.mcap``                sink      ``labels``, ``fused``, ``composite`` (topics; empty:
+                                                  not written), ``frame_id``
 ====================================  ========  ==================================================
 """
 from __future__ import annotations
@@ -32,14 +37,15 @@ from urllib.parse import parse_qsl
 
 from mrfs_edge.core.errors import MrfsEdgeError, SinkError, SourceError
 
-Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null"]
+Scheme = Literal["file", "v4l2", "csi", "gst", "rtsp", "rtsps", "http", "https", "rtmp", "display", "null", "bag"]
 Role = Literal["source", "sink"]
 OptionValue = Union[int, float, str]  # a runtime alias: `int | float` needs 3.10
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
-SOURCE_SCHEMES = ("file", "v4l2", "csi", "gst") + NETWORK_SCHEMES
-SINK_SCHEMES = ("file", "display", "null")
+SOURCE_SCHEMES = ("file", "v4l2", "csi", "gst") + NETWORK_SCHEMES + ("bag",)
+SINK_SCHEMES = ("file", "display", "null", "bag")
+BAG_EXAMPLE = "bag://drive.mcap?visible=/camera/color/image_raw&infrared=/thermal/image_raw"
 SOURCE_HINT = "use a folder, image, video, v4l2://, csi://, gst:// or rtsp://"
 SINK_HINT = "use display://0, null://, a video file or a folder"
 NOUN = {"source": "source", "sink": "output"}
@@ -71,6 +77,24 @@ def _flip(text: str) -> int:
     return value
 
 
+def _topic(text: str) -> str:
+    """A ROS topic name: letters, digits, ``_``, ``/`` and ``~`` (``/camera/color/image_raw``)."""
+    if not re.fullmatch(r"[A-Za-z0-9_/~]+", text):
+        raise ValueError
+    return text
+
+
+def _topic_or_off(text: str) -> str:
+    """A topic name, or empty for an output topic that is not written."""
+    return text if not text else _topic(text)
+
+
+def _stamp(text: str) -> str:
+    if text not in ("header", "log"):
+        raise ValueError
+    return text
+
+
 def _fourcc(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9 ]{1,4}", text):
         raise ValueError
@@ -83,11 +107,18 @@ _POSITIVE_INT: _Kind = (_positive_int, "a positive integer")
 _POSITIVE_FLOAT: _Kind = (_positive_float, "a positive number")
 _FLIP: _Kind = (_flip, "an nvvidconv flip-method from 0 to 7")
 _FOURCC: _Kind = (_fourcc, "a FourCC of 1 to 4 letters or digits, e.g. Y16 or MJPG")
+_TOPIC: _Kind = (_topic, "a ROS topic name, e.g. /camera/color/image_raw")
+_OUTPUT_TOPIC: _Kind = (_topic_or_off, "a ROS topic name, or empty to leave that output out")
+_FRAME_ID: _Kind = (_topic, "a ROS frame id, e.g. camera_color_optical_frame")
+_STAMP: _Kind = (_stamp, "header (the driver's capture stamp) or log (the recorder's receive time)")
 # The options each (scheme, role) takes; one missing here takes none.
 _OPTIONS: dict[tuple[str, str], dict[str, _Kind]] = {
     ("v4l2", "source"): {"format": _FOURCC, "width": _POSITIVE_INT, "height": _POSITIVE_INT, "fps": _POSITIVE_FLOAT},
     ("csi", "source"): {"width": _POSITIVE_INT, "height": _POSITIVE_INT, "fps": _POSITIVE_INT, "flip": _FLIP},
     ("file", "sink"): {"codec": _FOURCC},
+    ("bag", "source"): {"visible": _TOPIC, "infrared": _TOPIC, "stamp": _STAMP},
+    ("bag", "sink"): {"labels": _OUTPUT_TOPIC, "fused": _OUTPUT_TOPIC, "composite": _OUTPUT_TOPIC,
+                        "frame_id": _FRAME_ID},
 }
 
 
@@ -164,6 +195,19 @@ def _check_output_path(shown: str, location: str) -> None:
                         f"a folder of images: no extension, or end it with '/')")
 
 
+def _check_bag(shown: str, role: Role, location: str, options: Mapping[str, OptionValue]) -> None:
+    """A bag source names both topics of its pair; a bag output is one new MCAP file."""
+    if not location:
+        raise (SourceError if role == "source" else SinkError)(f"{shown}: no file after bag:// (e.g. {BAG_EXAMPLE})")
+    if role == "source":
+        missing = [name for name in ("visible", "infrared") if name not in options]
+        if missing:
+            raise SourceError(f"{shown}: bag:// needs the {' and '.join(missing)} topic{'s' if len(missing) > 1 else ''} "
+                              f"(e.g. {BAG_EXAMPLE})")
+    elif Path(location).suffix.lower() != ".mcap":
+        raise SinkError(f"{shown}: a bag:// output is one MCAP file: name it <name>.mcap")
+
+
 def parse_uri(text: str, role: Role) -> URI:
     """Parse a source or output URI; :class:`SourceError` / :class:`SinkError` (one line) when wrong.
 
@@ -198,6 +242,8 @@ def parse_uri(text: str, role: Role) -> URI:
         raise error(f"{shown}: no path after file://")
     if scheme == "file" and role == "sink":
         _check_output_path(shown, location)
+    if scheme == "bag":
+        _check_bag(shown, role, location, options)
     if scheme == "display" and not location:
         location = "0"
     return URI(text, scheme, location, options)
