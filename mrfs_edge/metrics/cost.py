@@ -72,7 +72,9 @@ class PrecisionSplit:
     Gemm, MatMul) is fused into them: each matrix op reads its activation operands once and
     writes its output once, plus the graph's inputs read and outputs written once. The floor's
     memory term (``metrics.jetson_floor``) uses it, with ``weight_bytes``.
-    ``weight_bytes``: every initializer once, as stored (int8 weights in a Q/DQ graph).
+    ``weight_bytes``: every initializer once, as the engine holds it: as stored (float16 in the FP16
+    graph, int8 behind a DequantizeLinear), and int8 where only QuantizeLinear reads it (ONNX
+    Runtime's Q/DQ graphs keep float weights behind a QuantizeLinear that TensorRT folds).
     ``unresolved``: matrix-op nodes whose shapes inference could not fix (dynamic axes): left out.
     """
 
@@ -312,6 +314,14 @@ def _stored_bytes(graph: _Graph, name: str) -> int:
     return _numel(graph.shapes.get(source))   # written as int8 by a fused QuantizeLinear
 
 
+def _weight_bytes(graph: _Graph, name: str) -> int:
+    """An initializer as the engine holds it: int8 when only QuantizeLinear reads it (folded at build)."""
+    consumers = graph.consumers.get(name, [])
+    if consumers and all(c.op_type == "QuantizeLinear" and c.input[0] == name for c in consumers):
+        return _numel(graph.shapes.get(name))
+    return _tensor_bytes(graph, name)
+
+
 def _activation_bytes(graph: _Graph) -> int:
     names = list(graph.inputs) + [o for n in graph.nodes for o in n.output if o]
     return sum(_tensor_bytes(graph, name) * (1 + _reads(graph, name)) for name in names if _stored(graph, name))
@@ -335,7 +345,7 @@ def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
     macs: dict[str, dict[str, int]] = {k: {p: 0 for p in PRECISIONS} for k in KINDS}
     for cost in costs:
         macs[cost.kind][cost.precision] += cost.macs
-    weight_bytes = sum(_tensor_bytes(graph, init.name) for init in model.graph.initializer)
+    weight_bytes = sum(_weight_bytes(graph, init.name) for init in model.graph.initializer)
     op_types = {n.op_type for n in graph.nodes}
     has_qdq = bool(op_types & {"QuantizeLinear", "DequantizeLinear"})
     is_fp16 = any(init.data_type == _FLOAT16 for init in model.graph.initializer)
