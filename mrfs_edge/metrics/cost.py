@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["weighted", "attention"]
 Precision = Literal["int8", "fp16", "fp32"]
+Storage = Literal["int8", "fp16", "fp32", "other"]   # how a tensor sits in memory ("other": int64 shapes, ...)
+STORAGE: tuple[Storage, ...] = ("int8", "fp16", "fp32", "other")
 PRECISIONS: tuple[Precision, ...] = ("int8", "fp16", "fp32")
 KINDS: tuple[Kind, ...] = ("weighted", "attention")
 
@@ -75,16 +78,42 @@ class PrecisionSplit:
     ``weight_bytes``: every initializer once, as the engine holds it: as stored (float16 in the FP16
     graph, int8 behind a DequantizeLinear), and int8 where only QuantizeLinear reads it (ONNX
     Runtime's Q/DQ graphs keep float weights behind a QuantizeLinear that TensorRT folds).
-    ``unresolved``: matrix-op nodes whose shapes inference could not fix (dynamic axes): left out.
+    ``bytes`` holds the three by storage type, so ``fp16_fallback`` can restate them for an engine
+    built with FP16 allowed. ``unresolved``: matrix-op nodes whose shapes inference could not fix
+    (dynamic axes): left out of every figure.
     """
 
     macs: dict[str, dict[str, int]]
-    activation_bytes: int
-    boundary_bytes: int
-    weight_bytes: int
+    bytes: dict[str, dict[str, int]]   # "activation" | "boundary" | "weight" → {storage type: bytes}
     unresolved: int = 0
     has_qdq: bool = False
     is_fp16: bool = False
+
+    @property
+    def activation_bytes(self) -> int:
+        return sum(self.bytes.get("activation", {}).values())
+
+    @property
+    def boundary_bytes(self) -> int:
+        return sum(self.bytes.get("boundary", {}).values())
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.bytes.get("weight", {}).values())
+
+    def fp16_fallback(self) -> PrecisionSplit:
+        """The split of an engine built with FP16 allowed (``--fp16`` from an FP32 graph, ``--best``).
+
+        TensorRT then runs in FP16 what the graph leaves in FP32, except the contract's pins; the
+        pins are LayerNorm/Softmax/reductions, none a matrix op, so every FP32 multiply-add and
+        float32 tensor becomes FP16 (a pinned op's own tensors stay float32 in the engine: the
+        bytes are a slight underestimate there).
+        """
+        macs = {k: {"int8": v.get("int8", 0), "fp16": v.get("fp16", 0) + v.get("fp32", 0), "fp32": 0}
+                for k, v in self.macs.items()}
+        moved = {what: {**tally, "fp16": tally.get("fp16", 0) + tally.get("fp32", 0) // 2, "fp32": 0}
+                 for what, tally in self.bytes.items()}
+        return PrecisionSplit(macs, moved, self.unresolved, self.has_qdq, self.is_fp16)
 
     def gmacs(self, kind: Kind | None = None, precision: Precision | None = None) -> float:
         kinds = (kind,) if kind else KINDS
@@ -108,8 +137,7 @@ class PrecisionSplit:
         return self.gmacs(None, "int8") / total if total else 0.0
 
     def to_json(self) -> str:
-        return json.dumps({"v": COST_VERSION, "macs": self.macs, "activation_bytes": self.activation_bytes,
-                           "boundary_bytes": self.boundary_bytes, "weight_bytes": self.weight_bytes, "unresolved": self.unresolved,
+        return json.dumps({"v": COST_VERSION, "macs": self.macs, "bytes": self.bytes, "unresolved": self.unresolved,
                            "qdq": self.has_qdq, "fp16": self.is_fp16}, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -120,9 +148,8 @@ class PrecisionSplit:
             if data.get("v") != COST_VERSION:
                 raise ValueError(f"cost metadata version {data.get('v')!r}, this toolkit reads {COST_VERSION}")
             macs = {str(k): {str(p): int(n) for p, n in v.items()} for k, v in data["macs"].items()}
-            return cls(macs, int(data["activation_bytes"]), int(data["boundary_bytes"]),
-                       int(data["weight_bytes"]), int(data["unresolved"]),
-                       bool(data["qdq"]), bool(data["fp16"]))
+            tallies = {str(k): {str(t): int(n) for t, n in v.items()} for k, v in data["bytes"].items()}
+            return cls(macs, tallies, int(data["unresolved"]), bool(data["qdq"]), bool(data["fp16"]))
         except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cost metadata ({exc})") from None
 
@@ -306,36 +333,50 @@ def _source(graph: _Graph, name: str) -> str:
     return name
 
 
-def _stored_bytes(graph: _Graph, name: str) -> int:
-    """Bytes of ``name`` as it sits in memory: a float tensor that only QuantizeLinear reads is int8."""
+def _storage(elem_type: int | None) -> Storage:
+    return {1: "fp32", 10: "fp16", 2: "int8", 3: "int8"}.get(elem_type or 0, "other")
+
+
+def _tally(graph: _Graph, name: str) -> tuple[Storage, int]:
+    return _storage(graph.types.get(name)), _tensor_bytes(graph, name)
+
+
+def _stored_bytes(graph: _Graph, name: str) -> tuple[Storage, int]:
+    """``name`` as it sits in memory: a float tensor that only QuantizeLinear reads is int8."""
     source = _source(graph, name)
     if _stored(graph, source):
-        return _tensor_bytes(graph, source)
-    return _numel(graph.shapes.get(source))   # written as int8 by a fused QuantizeLinear
+        return _tally(graph, source)
+    return "int8", _numel(graph.shapes.get(source))   # written as int8 by a fused QuantizeLinear
 
 
-def _weight_bytes(graph: _Graph, name: str) -> int:
+def _weight_bytes(graph: _Graph, name: str) -> tuple[Storage, int]:
     """An initializer as the engine holds it: int8 when only QuantizeLinear reads it (folded at build)."""
     consumers = graph.consumers.get(name, [])
     if consumers and all(c.op_type == "QuantizeLinear" and c.input[0] == name for c in consumers):
-        return _numel(graph.shapes.get(name))
-    return _tensor_bytes(graph, name)
+        return "int8", _numel(graph.shapes.get(name))
+    return _tally(graph, name)
 
 
-def _activation_bytes(graph: _Graph) -> int:
+def _sum(items: Iterable[tuple[Storage, int]]) -> dict[str, int]:
+    totals = dict.fromkeys(STORAGE, 0)
+    for storage, count in items:
+        totals[storage] += count
+    return totals
+
+
+def _activation_bytes(graph: _Graph) -> dict[str, int]:
     names = list(graph.inputs) + [o for n in graph.nodes for o in n.output if o]
-    return sum(_tensor_bytes(graph, name) * (1 + _reads(graph, name)) for name in names if _stored(graph, name))
+    return _sum((_storage(graph.types.get(name)), _tensor_bytes(graph, name) * (1 + _reads(graph, name)))
+                for name in names if _stored(graph, name))
 
 
-def _boundary_bytes(graph: _Graph) -> int:
-    total = sum(_stored_bytes(graph, name) for name in graph.inputs)
-    total += sum(_stored_bytes(graph, name) for name in graph.outputs if name not in graph.constants)
+def _boundary_bytes(graph: _Graph) -> dict[str, int]:
+    names = list(graph.inputs) + [name for name in graph.outputs if name not in graph.constants]
     for node in graph.nodes:
-        if node.op_type not in _COUNTED_OPS:
-            continue
-        total += sum(_stored_bytes(graph, name) for name in node.input[:2] if name and name not in graph.constants)
-        total += sum(_stored_bytes(graph, name) for name in node.output if name)
-    return total
+        if node.op_type in _COUNTED_OPS:
+            names += [name for name in node.input[:2] if name and name not in graph.constants]
+            names += [name for name in node.output if name]
+    return _sum(_stored_bytes(graph, name) for name in names)
 
 
 def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
@@ -345,12 +386,12 @@ def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
     macs: dict[str, dict[str, int]] = {k: {p: 0 for p in PRECISIONS} for k in KINDS}
     for cost in costs:
         macs[cost.kind][cost.precision] += cost.macs
-    weight_bytes = sum(_weight_bytes(graph, init.name) for init in model.graph.initializer)
+    tallies = {"activation": _activation_bytes(graph), "boundary": _boundary_bytes(graph),
+               "weight": _sum(_weight_bytes(graph, init.name) for init in model.graph.initializer)}
     op_types = {n.op_type for n in graph.nodes}
     has_qdq = bool(op_types & {"QuantizeLinear", "DequantizeLinear"})
     is_fp16 = any(init.data_type == _FLOAT16 for init in model.graph.initializer)
-    return PrecisionSplit(macs, _activation_bytes(graph), _boundary_bytes(graph), weight_bytes, unresolved,
-                          has_qdq, is_fp16)
+    return PrecisionSplit(macs, tallies, unresolved, has_qdq, is_fp16)
 
 
 def cost_metadata(model: onnx.ModelProto) -> str:
@@ -387,3 +428,28 @@ def read_cost(source: OnnxScan | str | os.PathLike[str]) -> PrecisionSplit | Non
     if split.has_qdq != scan.has_qdq or split.is_fp16 != scan.is_fp16:
         return None
     return split
+
+
+def engine_split(split: PrecisionSplit, precision: str) -> PrecisionSplit:
+    """What an engine built at ``precision`` (fp32 | fp16 | int8 | best) from the graph of ``split`` runs.
+
+    fp16 and best let TensorRT run the graph's FP32 layers in FP16 (``PrecisionSplit.fp16_fallback``);
+    fp32 and int8 (INT8 layers, FP32 elsewhere) run the graph's own precisions.
+    """
+    return split.fp16_fallback() if precision in ("fp16", "best") else split
+
+
+def cost_of_onnx(path: str | os.PathLike[str]) -> PrecisionSplit | None:
+    """The split of an ONNX file: from its metadata, else counted when onnx is installed, else None.
+
+    The target (no onnx) relies on the metadata the workstation stored; the workstation counts a
+    graph saved without it (another tool's export, an older toolkit).
+    """
+    split = read_cost(path)
+    if split is not None:
+        return split
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return precision_split(onnx.load(str(path)))
