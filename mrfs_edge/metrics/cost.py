@@ -399,9 +399,13 @@ def cost_metadata(model: onnx.ModelProto) -> str:
     return precision_split(model).to_json()
 
 
-def set_cost_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Store ``cost_metadata(model)`` under ``COST_KEY`` in place (replacing an older entry); returns ``model``."""
-    value = cost_metadata(model)
+def set_cost_metadata(model: onnx.ModelProto, counted: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """Store the split under ``COST_KEY`` in ``model`` in place (replacing an older entry); returns ``model``.
+
+    ``counted``: the graph to count when it is not ``model`` itself, e.g. a copy of a dynamic-shape
+    graph with its inputs fixed to the contract's optimum shape (shapes must be static to count).
+    """
+    value = cost_metadata(counted if counted is not None else model)
     for prop in model.metadata_props:
         if prop.key == COST_KEY:
             prop.value = value

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mrfs_edge.metrics.cost import PrecisionSplit
+from mrfs_edge.metrics.cost import KINDS, PRECISIONS, PrecisionSplit
 
 FLOOR_LABEL = "floor (not a measurement)"
 UNKNOWN_COST = "cost unknown (exported without cost metadata)"
@@ -97,7 +97,7 @@ def cost_line(split: PrecisionSplit | None) -> str:
     """One line for a build summary: GMACs per precision, INT8 share, bytes per frame."""
     if split is None:
         return UNKNOWN_COST
-    g = {p: split.gmacs(None, p) for p in ("int8", "fp16", "fp32")}
+    g = {p: split.gmacs(None, p) for p in PRECISIONS}
     return (f"{split.total_gmacs:.2f} GMACs per frame: INT8 {g['int8']:.2f} / FP16 {g['fp16']:.2f} / "
             f"FP32 {g['fp32']:.2f} ({100 * split.weighted_int8_fraction:.1f}% of weighted MACs in INT8); "
             f"activations {split.activation_bytes / 1e6:.0f} MB as written, "
@@ -115,3 +115,18 @@ def floor_line(split: PrecisionSplit | None) -> str:
 def summary_lines(split: PrecisionSplit | None) -> list[str]:
     """The build summary's cost lines (one when the cost is unknown)."""
     return [cost_line(split)] if split is None else [cost_line(split), floor_line(split)]
+
+
+def cost_record(split: PrecisionSplit | None) -> dict[str, object]:
+    """The figures for a JSON summary: GMACs per kind and precision, bytes, and the floors."""
+    if split is None:
+        return {"known": False, "reason": UNKNOWN_COST}
+    return {"known": True,
+            "gmacs": {kind: {p: split.gmacs(kind, p) for p in PRECISIONS} for kind in KINDS},
+            "total_gmacs": split.total_gmacs, "weighted_int8_fraction": split.weighted_int8_fraction,
+            "int8_fraction": split.int8_fraction,
+            "activation_mb": split.activation_bytes / 1e6, "boundary_mb": split.boundary_bytes / 1e6,
+            "weight_mb": split.weight_bytes / 1e6, "unresolved_nodes": split.unresolved,
+            "floor": {"label": FLOOR_LABEL,
+                      "jetsons": [{"jetson": f.jetson, "floor_ms": f.floor_ms, "compute_ms": f.compute_ms,
+                                   "memory_ms": f.memory_ms, "bound": f.bound} for f in floors(split)]}}
