@@ -437,10 +437,11 @@ def read_cost(source: OnnxScan | str | os.PathLike[str]) -> PrecisionSplit | Non
 def engine_split(split: PrecisionSplit, precision: str) -> PrecisionSplit:
     """What an engine built at ``precision`` (fp32 | fp16 | int8 | best) from the graph of ``split`` runs.
 
-    fp16 and best let TensorRT run the graph's FP32 layers in FP16 (``PrecisionSplit.fp16_fallback``);
+    fp16 and best let TensorRT run an FP32-typed graph's FP32 layers in FP16
+    (``PrecisionSplit.fp16_fallback``); an FP16 graph's FP32 parts are its pins and stay FP32;
     fp32 and int8 (INT8 layers, FP32 elsewhere) run the graph's own precisions.
     """
-    return split.fp16_fallback() if precision in ("fp16", "best") else split
+    return split.fp16_fallback() if precision in ("fp16", "best") and not split.is_fp16 else split
 
 
 def cost_of_onnx(path: str | os.PathLike[str]) -> PrecisionSplit | None:

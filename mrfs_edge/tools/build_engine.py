@@ -35,6 +35,8 @@ from mrfs_edge.core.files import write_json_atomic
 from mrfs_edge.core.onnx_scan import check_onnx_model, export_stem, scan_onnx
 from mrfs_edge.deploy import EngineBuild, Fp16Graph, Fp32Onnx, QdqGraph
 from mrfs_edge.engine.builder import PRECISIONS, EngineBuildConfig
+from mrfs_edge.metrics.cost import cost_of_onnx, engine_split
+from mrfs_edge.metrics.jetson_floor import cost_record, summary_lines
 from mrfs_edge.tools.calibrate import (
     add_calibration_arguments,
     config_from_args,
@@ -177,6 +179,18 @@ def _build(args: argparse.Namespace, onnx_for_engine: Path, engine: Path, output
     return {"path": str(engine), "sidecar": sidecar.to_dict()}
 
 
+def _cost(onnx_for_engine: Path, precision: str) -> dict[str, Any]:
+    """What the engine's graph costs per frame and its floor per Jetson, logged and for the summary.
+
+    Read from the graph's metadata (torch/onnx-free on the target), counted where onnx is installed.
+    """
+    split = cost_of_onnx(onnx_for_engine)
+    split = engine_split(split, precision) if split is not None else None
+    for line in summary_lines(split):
+        LOG.info(line)
+    return cost_record(split)
+
+
 def _trt_calibrator(args: argparse.Namespace) -> str:
     """TensorRT's calibrator for ``--calib-method`` (implicit INT8), or a one-line error."""
     method = TRT_CALIBRATORS.get(args.calib_method or "entropy")
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = _engine_path(args, output_dir, onnx_for_engine)
     summary["onnx_for_engine"] = str(onnx_for_engine)
+    summary["cost"] = _cost(onnx_for_engine, args.precision)
     summary["target_command"] = target_command(args, onnx_for_engine, engine)
     available, reason = tensorrt_status()
     if available:
