@@ -4,6 +4,8 @@
 * ``null://`` – counts frames and drops them: the runtime's cost without any output's;
 * ``out.mp4`` / ``out.avi`` / ``out.mkv`` – a video of the composite, written under a temporary
   name and renamed when the run ends, so a crash never leaves a truncated file that looks done;
+  with ``segment_s``, a series of such videos (``out_000000.mkv``, ``out_000001.mkv``, ...), each
+  closed and renamed after ``segment_s`` seconds, so a power cut loses at most the open one;
 * ``path/to/dir`` or ``file://path/to/dir`` – one composite image per frame, plus, with
   ``save_raw``, the class-index label PNG and the fused PNG (each written atomically).
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +138,61 @@ class VideoFileSink(Sink):
         os.replace(self.partial, self.path)
 
 
+class SegmentedVideoSink(Sink):
+    """The composite as closed videos of ``segment_s`` seconds each, for recordings that must survive a power cut.
+
+    A video is only playable once its writer has closed it (an MP4 without its index, a
+    Matroska file without its cues), so a long drive in one file is lost whole when the power
+    goes. Here each segment is a :class:`VideoFileSink`: written under a hidden temporary name
+    and renamed to ``<stem>_<NNNNNN><suffix>`` when closed, so every file with a final name is
+    complete and at most the open segment is lost. Segments are cut by wall time (what a power
+    cut loses), and numbering continues after the highest segment already in the folder, so a
+    restarted recorder never overwrites the drive before the restart.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, segment_s: float, codec: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not segment_s > 0:
+            raise ValueError(f"segment_s must be positive, not {segment_s}")
+        self.path = Path(path)
+        self.uri = str(self.path)
+        self.fps, self.segment_s, self.codec, self.clock = fps, segment_s, codec, clock
+        self.frames = 0
+        self.segments: list[Path] = []         # closed, under their final names
+        self._current: VideoFileSink | None = None
+        self._opened_at = 0.0
+        self._next = self._first_free_index()
+
+    def segment_path(self, number: int) -> Path:
+        return self.path.with_name(f"{self.path.stem}_{number:06d}{self.path.suffix}")
+
+    def _first_free_index(self) -> int:
+        pattern = re.compile(rf"{re.escape(self.path.stem)}_(\d{{6}}){re.escape(self.path.suffix)}")
+        folder = self.path.parent
+        names = (p.name for p in folder.iterdir()) if folder.is_dir() else iter(())
+        return max((int(m.group(1)) for name in names if (m := pattern.fullmatch(name))), default=-1) + 1
+
+    def write(self, frame: Rendered) -> None:
+        if self._current is not None and self.clock() - self._opened_at >= self.segment_s:
+            self._close_segment()
+        if self._current is None:
+            self._current = VideoFileSink(self.segment_path(self._next), self.fps, self.codec)
+            self._next += 1
+            self._opened_at = self.clock()
+        self._current.write(frame)
+        self.frames += 1
+
+    def _close_segment(self) -> None:
+        segment, self._current = self._current, None
+        if segment is not None:
+            segment.close()
+            self.segments.append(segment.path)
+            LOG.debug("closed segment %s (%d frames)", segment.path, segment.frames)
+
+    def close(self) -> None:
+        self._close_segment()
+
+
 class ImageFolderSink(Sink):
     """Per-frame composite ``<name>.jpg``; with ``save_raw`` also ``label/<name>.png`` and ``fused/<name>.png``."""
 
@@ -151,8 +210,11 @@ class ImageFolderSink(Sink):
             write_image(self.folder / "fused" / f"{frame.name}.png", frame.fused)
 
 
-def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False) -> Sink | None:
-    """The sink for a URI, or ``None`` for a display that cannot be shown here (said once)."""
+def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False, segment_s: float | None = None) -> Sink | None:
+    """The sink for a URI, or ``None`` for a display that cannot be shown here (said once).
+
+    ``segment_s`` makes a video output a :class:`SegmentedVideoSink`; other outputs ignore it.
+    """
     parsed = parse_uri(uri, "sink")
     if parsed.scheme == "display":
         if display_available():
@@ -163,11 +225,14 @@ def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False) -> Sink | Non
         return NullSink(uri)
     codec = parsed.options.get("codec")
     if parsed.is_video:
+        if segment_s is not None:
+            return SegmentedVideoSink(parsed.path, fps, segment_s, None if codec is None else str(codec))
         return VideoFileSink(parsed.path, fps, None if codec is None else str(codec))
     if codec is not None:
         raise SinkError(f"{uri}: option codec is for video files (.mp4, .avi, .mkv, ...), not an image folder")
     return ImageFolderSink(parsed.path, save_raw)
 
 
-def open_sinks(uris: Sequence[str], fps: float = 10.0, save_raw: bool = False) -> list[Sink]:
-    return [sink for uri in uris if (sink := open_sink(uri, fps, save_raw)) is not None]
+def open_sinks(uris: Sequence[str], fps: float = 10.0, save_raw: bool = False,
+               segment_s: float | None = None) -> list[Sink]:
+    return [sink for uri in uris if (sink := open_sink(uri, fps, save_raw, segment_s)) is not None]

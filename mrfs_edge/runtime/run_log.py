@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrfs_edge.core.errors import SinkError
-from mrfs_edge.io.sinks import ImageFolderSink, Sink, VideoFileSink
+from mrfs_edge.io.sinks import ImageFolderSink, SegmentedVideoSink, Sink, VideoFileSink
 
 LOG_NAME = "runtime_log.json"
 
@@ -23,7 +23,7 @@ def default_log_path(sinks: Sequence[Sink]) -> Path | None:
     for sink in sinks:
         if isinstance(sink, ImageFolderSink):
             return sink.folder / LOG_NAME
-        if isinstance(sink, VideoFileSink):
+        if isinstance(sink, (VideoFileSink, SegmentedVideoSink)):
             return sink.path.with_name(f"{sink.path.stem}.{LOG_NAME}")
     return None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import get_args
 
 from mrfs_edge import assets
-from mrfs_edge.core.args import non_negative_int, positive_int
+from mrfs_edge.core.args import non_negative_int, positive_float, positive_int
 from mrfs_edge.core.cli import CliParser, command, one_line
 from mrfs_edge.core.errors import MrfsEdgeError
 from mrfs_edge.deploy import demo
@@ -186,6 +186,102 @@ def fps_main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         LOG.info(f"wrote {write_json_atomic(args.json, result.as_dict())}")
     return 0
+
+
+# --- soak ------------------------------------------------------------------------------------
+
+SOAKS = Path("runs") / "soak"
+
+
+def non_negative_float(text: str) -> float:
+    """``type=`` for a time or rate where 0 means none (no warm-up, no pacing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def soak_parser() -> argparse.ArgumentParser:
+    from mrfs_edge.io.source import IMAGE_SEQUENCE_FPS
+
+    parser = CliParser(
+        prog="benchmarks/soak.py",
+        description="Run the runtime pipeline for a long time on a replayed source and sample its resident "
+                    "memory, open file descriptors and threads once per interval: growth after the warm-up, "
+                    "frames, drops and pairs, as JSON and a plot. Exit 1 when something grew past its limit.",
+        epilog="example: benchmarks/soak.py --threads 1 --duration-s 3600 --output-dir runs/soak/1h")
+    parser.add_argument("--model", help="exported .onnx, or .engine/.plan (default: the bundled demo model as ONNX)")
+    parser.add_argument("--threads", type=non_negative_int, default=1,
+                        help="ONNX Runtime CPU threads (default 1: a soak measures growth, not speed; 0: its default)")
+    parser.add_argument("--visible", help="visible files, as for runtime/run.py (default: bundled samples); replayed "
+                                          "without end")
+    parser.add_argument("--infrared", help="infrared files, as --visible")
+    parser.add_argument("--fps", type=non_negative_float, default=IMAGE_SEQUENCE_FPS,
+                        help=f"replay paced like a camera at this rate: live pairing, frames dropped when the model "
+                             f"is slower (default {IMAGE_SEQUENCE_FPS:g}; 0: every frame, as fast as the model)")
+    parser.add_argument("--duration-s", type=positive_float, default=3600.0, help="how long (default 3600)")
+    parser.add_argument("--warmup-s", type=non_negative_float, default=300.0,
+                        help="growth is measured after this (default 300)")
+    parser.add_argument("--interval-s", type=positive_float, default=1.0, help="sampling interval (default 1)")
+    parser.add_argument("--output", action="append", default=[],
+                        help="sinks, as for runtime/run.py (default null://); repeatable")
+    parser.add_argument("--segment-s", type=positive_float, help="video outputs in closed segments of this length")
+    parser.add_argument("--max-rss-growth-mb", type=non_negative_float, default=50.0,
+                        help="resident memory growth allowed after the warm-up (default 50 MiB)")
+    parser.add_argument("--max-fd-growth", type=non_negative_int, default=4,
+                        help="open file descriptors allowed above the warm-up count (default 4)")
+    parser.add_argument("--max-thread-growth", type=non_negative_int, default=0,
+                        help="threads allowed above the warm-up count (default 0)")
+    parser.add_argument("--output-dir", help=f"soak.json and soak.png go here (default {SOAKS}/<time>)")
+    return parser
+
+
+@command
+def soak_main(argv: Sequence[str] | None = None) -> int:
+    from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
+    from mrfs_edge.core.files import write_json_atomic
+    from mrfs_edge.io.pairing import open_pair
+    from mrfs_edge.io.sinks import open_sinks
+    from mrfs_edge.runtime.looping import loop_pair
+    from mrfs_edge.runtime.pipeline import Pipeline, PipelineOptions
+    from mrfs_edge.runtime.soak import GrowthLimits, run_soak, write_plot
+
+    args = soak_parser().parse_args(argv)
+    if args.warmup_s >= args.duration_s:
+        raise MrfsEdgeError(f"--warmup-s {args.warmup_s:g} must be shorter than --duration-s {args.duration_s:g}")
+    _quiet_opencv()
+    out_dir = Path(args.output_dir) if args.output_dir else SOAKS / datetime.now().strftime("%Y%m%d-%H%M%S")
+    visible, infrared = _default_sources(args)
+    source = loop_pair(open_pair(visible, infrared), args.fps or None)
+    sinks = open_sinks(args.output or ["null://"], fps=source.fps, segment_s=args.segment_s)
+    model = Path(args.model) if args.model else _default_model()
+    onnx = model.suffix.lower() not in ENGINE_SUFFIXES
+    runner = open_runner(model, **({"threads": args.threads} if onnx and args.threads else {}))
+    limits = GrowthLimits(args.max_rss_growth_mb, args.max_fd_growth, args.max_thread_growth)
+    pipeline = Pipeline(runner, source, sinks, options=PipelineOptions(status_interval_s=0))
+    pace = f"paced at {args.fps:g} fps" if args.fps else "every frame"
+    LOG.info(f"soak: {runner.name} for {args.duration_s:g} s (growth after {args.warmup_s:g} s), {pace}; "
+             f"report in {out_dir}/")
+    with runner:
+        report = run_soak(pipeline, args.duration_s, args.warmup_s, args.interval_s, limits)
+    json_path = write_json_atomic(out_dir / "soak.json", report)
+    plot = write_plot(report, out_dir / "soak.png")
+    summary, frames = report["summary"], report["frames"]
+    rss, fds, tasks = summary["rss_mb"], summary["fds"], summary["tasks"]
+    if rss is not None:
+        LOG.info(f"resident memory {rss['at_warmup']:.0f} MiB after the warm-up, {rss['end']:.0f} MiB at the end "
+                 f"({rss['growth']:+.1f} MiB, {rss['slope_mb_per_h']:+.1f} MiB/h)")
+    if fds is not None and tasks is not None:
+        LOG.info(f"file descriptors {fds['at_warmup']:.0f}..{fds['max']:.0f}, threads {summary['threads']['min']:.0f}"
+                 f"..{summary['threads']['max']:.0f} (kernel {tasks['min']:.0f}..{tasks['max']:.0f})")
+    LOG.info(f"{frames['pairs']} pairs, {frames['written']} frames written, {frames['dropped']} dropped, "
+             f"{frames['unpaired']} unpaired; {json_path}" + (f", {plot}" if plot else ""))
+    for problem in report["problems"]:
+        LOG.error(problem)
+    return 1 if report["problems"] else 0
 
 
 # --- register --------------------------------------------------------------------------------
