@@ -3,7 +3,8 @@
 Core install (numpy, OpenCV, ONNX Runtime) is torch-free: it runs exported models. Extras:
 ``export`` (PyTorch, ONNX tooling, quantisation) for export/calibration/training/benchmarks,
 ``trt`` (TensorRT bindings and the CUDA runtime from PyPI; on Jetson use JetPack's TensorRT instead),
-``opencv`` (pip's OpenCV, for aarch64 machines without a system one), ``dev`` (tests and type checks).
+``opencv`` (pip's OpenCV, for aarch64 machines without a system one), ``bag`` (ROS 2 bags and MCAP
+files: ``bag://`` sources and outputs), ``dev`` (tests and type checks, with ``bag``).
 
 Jetson: JetPack's OpenCV is built with GStreamer (``csi://``, ``gst://``); pip's wheels are not. The
 OpenCV requirement is therefore skipped on aarch64 so ``pip install .`` in a venv made with
@@ -76,7 +77,15 @@ setup(
         # On Jetson, TensorRT and libcudart ship with JetPack (python3-libnvinfer): do not install this extra there.
         "trt": ["tensorrt>=8.6", "nvidia-cuda-runtime-cu12>=12", "polygraphy>=0.49"],
         "opencv": ["opencv-python-headless>=4.5"],
+        # ROS 2 bags and MCAP files (bag:// sources and outputs, mrfs_edge.io.bag). MCAP is read and written by
+        # mcap + mcap-ros2-support on every Python; rosbags (.db3 bag folders, ROS 1 .bag) 0.10+ needs Python
+        # 3.10, so Python 3.8 (JetPack 5) gets 0.9.23, its last release for 3.8, with the same reader API.
+        # Listed again in `dev` (setup's keywords stay literals: tests/test_py38_packaging.py reads them).
+        "bag": ["mcap>=1.6", "mcap-ros2-support>=0.6", 'rosbags>=0.11.9; python_version >= "3.10"',
+                'rosbags>=0.9.23,<0.10; python_version < "3.10"'],
         # The CUDA runtime wheel: tests load the real libcudart (cuda_memory) on GPU-less machines too.
-        "dev": ["pytest>=7", "pytest-timeout>=2", "packaging>=20", "nvidia-cuda-runtime-cu12>=12", "import-linter>=2.1", "scikit-image>=0.19"],
+        "dev": ["pytest>=7", "pytest-timeout>=2", "packaging>=20", "nvidia-cuda-runtime-cu12>=12", "import-linter>=2.1", "scikit-image>=0.19",
+                "mcap>=1.6", "mcap-ros2-support>=0.6", 'rosbags>=0.11.9; python_version >= "3.10"',
+                'rosbags>=0.9.23,<0.10; python_version < "3.10"'],
     },
 )
