@@ -307,7 +307,7 @@ def quantize_modelopt(fp32_path: Path, output: Path, calibration: CalibrationSet
 def modelopt_available() -> bool:
     try:
         import modelopt.onnx.quantization  # noqa: F401
-    except Exception:  # ModelOpt may fail on import for CUDA/cupy reasons too: treat as absent
+    except Exception:  # noqa: BLE001 - ModelOpt may fail on import for CUDA/cupy reasons too: treat as absent
         return False
     return True
 
@@ -442,8 +442,8 @@ def placement_violations(model: onnx.ModelProto) -> list[str]:
                 conv, other = direct_conv(n.input[k]), n.input[1 - k]
                 if conv is None or len(users.get(n.input[k], [])) != 1 or dequantised(conv.input[0]) is None:
                     continue
-                if dequantised(other) is None and other not in inits and producer.get(other) is not None \
-                        and producer[other].op_type != "Constant":
+                constant = other in inits or (other in producer and producer[other].op_type == "Constant")
+                if dequantised(other) is None and not constant:
                     problems.append(f"{n.name}: residual input {other} is not quantised, TensorRT cannot fuse the "
                                     f"Add into {conv.name}")
                 break
