@@ -7,7 +7,9 @@
   with ``segment_s``, a series of such videos (``out_000000.mkv``, ``out_000001.mkv``, ...), each
   closed and renamed after ``segment_s`` seconds, so a power cut loses at most the open one;
 * ``path/to/dir`` or ``file://path/to/dir`` – one composite image per frame, plus, with
-  ``save_raw``, the class-index label PNG and the fused PNG (each written atomically).
+  ``save_raw``, the class-index label PNG and the fused PNG (each written atomically);
+* ``bag://results.mcap`` – labels, fused images and composites as ROS 2 image topics of a new
+  MCAP file (:class:`mrfs_edge.io.bag.McapSink`; the ``bag`` extra).
 
 URIs are parsed by :func:`mrfs_edge.io.uri.parse_uri`, the same parser the sources use.
 """
@@ -223,6 +225,10 @@ def open_sink(uri: str, fps: float = 10.0, save_raw: bool = False, segment_s: fl
         return None
     if parsed.scheme == "null":
         return NullSink(uri)
+    if parsed.scheme == "bag":
+        from mrfs_edge.io.bag import open_mcap_sink  # imports mcap (the bag extra) only when writing one
+
+        return open_mcap_sink(parsed.path, parsed.options)
     codec = parsed.options.get("codec")
     if parsed.is_video:
         if segment_s is not None:

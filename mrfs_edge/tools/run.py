@@ -46,6 +46,10 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--visible", help="visible URI: folder, image, video, v4l2://, csi://, gst://, rtsp:// "
                                           "(default: bundled samples)")
     parser.add_argument("--infrared", help="infrared URI, as --visible; 16-bit (Y16) kept until gain control")
+    parser.add_argument("--pair", metavar="URI",
+                        help="both streams from one recorded drive instead of --visible/--infrared: "
+                             "bag://drive.mcap?visible=/camera/color/image_raw&infrared=/thermal/image_raw "
+                             "(.mcap, ROS 2 bag folder or .db3, ROS 1 .bag; the bag extra), paired by capture stamp")
     parser.add_argument("--output", action="append", default=[],
                         help="display://0, a video file (.mp4/.avi/.mkv) or a folder; repeatable "
                              f"(default: the display, else a folder under {RUNS}/)")
@@ -103,6 +107,7 @@ def _default_sources(args: argparse.Namespace) -> tuple[str, str]:
 def run_main(argv: Sequence[str] | None = None) -> int:
     # Imported here, not at the top, so register.py and --help never load ONNX Runtime.
     from mrfs_edge.backends import ENGINE_SUFFIXES, open_runner
+    from mrfs_edge.io.bag import open_bag_pair
     from mrfs_edge.io.pairing import open_pair
     from mrfs_edge.io.sinks import ImageFolderSink, display_available, open_sinks
     from mrfs_edge.processing.registration import load_registration
@@ -113,7 +118,10 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
     log_path = check_log_path(args.log) if args.log else None    # before the run, not after it
     _quiet_opencv()
-    visible, infrared = _default_sources(args)
+    if args.pair and (args.visible or args.infrared):
+        raise MrfsEdgeError("--pair names both streams: give it without --visible/--infrared")
+    paired = open_bag_pair(args.pair, args.tolerance_ms / 1000.0, args.on_bad_frame) if args.pair else None
+    visible, infrared = ("", "") if paired else _default_sources(args)
     thermal = ThermalAGC(args.thermal_low, args.thermal_high, args.thermal_smoothing)
     registration = load_registration(args.registration) if args.registration else None
     model = Path(args.model) if args.model else _default_model()
@@ -125,8 +133,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
     if describe is not None:
         LOG.info(describe())
-    source = open_pair(visible, infrared, args.tolerance_ms / 1000.0, retries=args.retries,
-                       on_bad_frame=args.on_bad_frame)
+    source = paired if paired is not None else open_pair(visible, infrared, args.tolerance_ms / 1000.0,
+                                                         retries=args.retries, on_bad_frame=args.on_bad_frame)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = args.output or (["display://0"] if not args.no_display and display_available() else [])
