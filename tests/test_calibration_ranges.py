@@ -177,3 +177,21 @@ def test_a_real_calibration_set_is_read_pair_by_pair_and_unknown_tensors_are_nam
 def test_peak_rss_counts_memory_this_process_touched():
     block = np.ones(64 * 2 ** 20 // 8)                          # 64 MiB, written
     assert peak_rss_bytes() >= block.nbytes
+
+
+def test_pairs_are_fingerprinted_by_names_and_bytes_not_by_folder(tmp_path):
+    import shutil
+
+    from mrfs_edge.calibration.dataset import fingerprint_pairs
+
+    for sub in ("vi", "ir"):
+        (tmp_path / sub).mkdir()
+        for name in ("00530D", "00720N"):
+            shutil.copy(SAMPLES / sub / f"{name}.png", tmp_path / sub / f"{name}.png")
+    bundled, copied = PairFolder(SAMPLES, ["00530D", "00720N"]), PairFolder(tmp_path)
+    assert fingerprint_pairs(copied, [0, 1]) == fingerprint_pairs(bundled, [0, 1])
+    assert fingerprint_pairs(copied, [0, 1]) != fingerprint_pairs(copied, [1, 0])
+    with open(tmp_path / "ir" / "00720N.png", "ab") as file:
+        file.write(b"\0")
+    assert fingerprint_pairs(copied, [0, 1]) != fingerprint_pairs(bundled, [0, 1])
+    assert fingerprint_pairs(copied, [0]) == fingerprint_pairs(bundled, [0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +53,20 @@ def select_pairs(names: list[str], count: int) -> list[int]:
     return sorted(chosen, key=lambda i: names[i])
 
 
+def fingerprint_pairs(folder: PairFolder, indices: Sequence[int]) -> str:
+    """SHA-256 over the names and bytes of the pairs at ``indices`` (visible, then infrared).
+
+    Cache keys identify pairs by content, not by the folder's path; this needs no model
+    contract, so a key can be computed before any model is read.
+    """
+    digest = hashlib.sha256()
+    for index in indices:
+        for path in folder.paths(index)[:2]:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class CalibrationSet:
     """The chosen pairs of a folder, prepared for a model with ``contract``."""
@@ -91,12 +105,7 @@ class CalibrationSet:
 
     def fingerprint(self) -> str:
         """SHA-256 over the chosen names and file bytes: identifies the set in sidecars/caches."""
-        digest = hashlib.sha256()
-        for index in self.indices:
-            for path in self.folder.paths(index)[:2]:
-                digest.update(path.name.encode())
-                digest.update(path.read_bytes())
-        return digest.hexdigest()
+        return fingerprint_pairs(self.folder, self.indices)
 
     def ort_reader(self):
         """An ONNX Runtime ``CalibrationDataReader`` over this set (rewindable).
