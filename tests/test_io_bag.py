@@ -57,14 +57,16 @@ def visible_image(k: int) -> np.ndarray:
     return image
 
 
-def write_mcap(path: Path, visible: str = "rgb8", infrared: str = "mono16") -> Path:
-    """A drive: 30 fps colour (raw ``visible`` encoding or ``jpeg``) and 9 fps thermal, in log-time order."""
+def write_mcap(path: Path, visible: str = "rgb8", infrared: str = "mono16", chunk_size: int = 1 << 20,
+               spoil: int | None = None) -> Path:
+    """A drive: 30 fps colour (raw ``visible`` encoding or ``jpeg``; frame ``spoil``'s JPEG replaced by
+    garbage) and 9 fps thermal, in log-time order."""
     messages = []
     for k, stamp in enumerate(VIS_STAMPS):
         image = visible_image(k)
         if visible == "jpeg":
-            body = {"header": header(stamp), "format": "jpeg",
-                    "data": cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()}
+            jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+            body = {"header": header(stamp), "format": "jpeg", "data": b"\xff\xd8garbage" if k == spoil else jpeg}
         else:
             body = raw(image[..., ::-1] if visible == "bgr8" else image, visible, stamp)
         messages.append((stamp + VIS_LATENCY, VIS, "jpeg" if visible == "jpeg" else "raw", body))
@@ -73,7 +75,7 @@ def write_mcap(path: Path, visible: str = "rgb8", infrared: str = "mono16") -> P
         image = np.full((H, W), value, np.uint16 if infrared == "mono16" else np.uint8)
         messages.append((stamp + IR_LATENCY, IR, "raw", raw(image, infrared, stamp)))
     with open(path, "wb") as stream:
-        writer = Writer(stream)
+        writer = Writer(stream, chunk_size=chunk_size)
         schemas = {"raw": writer.register_msgdef("sensor_msgs/msg/Image", IMAGE_MSGDEF),
                    "jpeg": writer.register_msgdef("sensor_msgs/msg/CompressedImage", COMPRESSED_MSGDEF)}
         for log_time, topic, kind, body in sorted(messages, key=lambda m: m[0]):
@@ -344,3 +346,57 @@ def test_results_mcap_reads_as_a_ros2_bag(drive: Path, tmp_path: Path) -> None:
     assert sorted(topic for topic, _, _ in read) == ["/mrfs/composite", "/mrfs/fused", "/mrfs/labels"]
     labels = next(m for topic, _, m in read if topic == "/mrfs/labels")
     assert all(t == T0 + 5 for _, t, _ in read) and labels.data.reshape(4, 5).tolist() == [[1] * 5] * 4
+
+
+def test_a_recording_cut_short_replays_up_to_its_last_complete_message(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Power lost while recording: no summary, a partial chunk at the end; what was written replays."""
+    data = write_mcap(tmp_path / "drive.mcap", chunk_size=20_000).read_bytes()      # chunks of a few frames
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[:len(data) // 2])
+    pairs = pairs_of(f"bag://{cut}?visible={VIS}&infrared={IR}")
+    ids = [identify(p) for p in pairs]
+    assert 0 < len(ids) < len(IR_STAMPS)
+    assert ids == nearest_pairs(VIS_STAMPS, IR_STAMPS)[:len(ids)]
+    assert "no summary at its end (recording cut short?)" in caplog.text
+
+
+def test_a_corrupt_compressed_frame_stops_a_replay_or_is_skipped(tmp_path: Path) -> None:
+    from mrfs_edge.io.source import BadFrame
+
+    k = 10
+    path = write_mcap(tmp_path / "spoilt.mcap", visible="jpeg", spoil=k)
+    uri = f"bag://{path}?visible={VIS}&infrared={IR}"
+    with pytest.raises(BadFrame, match=r"message 10: cannot decode 9 bytes of 'jpeg'"):
+        list(open_bag_pair(uri, TOLERANCE_S))      # a file's default: stop at it
+    source = open_bag_pair(uri, TOLERANCE_S, on_bad_frame="skip")
+    pairs = list(source)
+    assert source.skipped == 1 and source.skipped_frames[0].index == k
+    assert k not in [int(v.image[..., 0].mean().round()) for v, _ in pairs]
+    assert all(abs(v.stamp_ns - i.stamp_ns) <= TOLERANCE_S * 1e9 for v, i in pairs)
+    assert len(pairs) >= len(IR_STAMPS) - 1
+
+
+def test_without_the_bag_extra_the_error_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from mrfs_edge.core.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "mcap_ros2.writer", None)
+    frame = Rendered("f", np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(MissingExtraError, match=r"x.mcap needs mcap-ros2-support, which is not installed: "
+                                                r"pip install '\.\[bag\]'"):
+        McapSink(tmp_path / "x.mcap").write(frame)
+
+
+def test_runtime_command_names_a_missing_topic_before_loading_the_model(drive: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    from mrfs_edge.tools.run import run_main
+
+    status = run_main(["--model", str(tmp_path / "never-read.onnx"), "--pair",
+                       f"bag://{drive}?visible=/camera/depth&infrared={IR}", "--output", f"bag://{tmp_path}/o.mcap"])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [(f"error: bag://{drive}?visible=/camera/depth: no topic /camera/depth in {drive} "
+                      f"(topics: {VIS} (sensor_msgs/msg/Image), {IR} (sensor_msgs/msg/Image))")]
+    assert not list(tmp_path.iterdir())

@@ -83,6 +83,10 @@ uint32 nanosec
 """
 
 
+# The bag extra's import names and the pip packages that provide them.
+PIP_NAMES = {"mcap": "mcap", "mcap_ros2": "mcap-ros2-support", "rosbags": "rosbags"}
+
+
 def _package(name: str, what: str) -> ModuleType:
     """Import one of the ``bag`` extra's packages, or say in one line how to install it."""
     import importlib
@@ -90,10 +94,8 @@ def _package(name: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        root = name.split(".")[0]
-        rosbags_note = " (rosbags needs Python 3.10 or later)" if root == "rosbags" else ""
-        raise MissingExtraError(f"{what} needs {root}, which is not installed: pip install '.[bag]'{rosbags_note}") \
-            from exc
+        package = PIP_NAMES[name.split(".")[0]]
+        raise MissingExtraError(f"{what} needs {package}, which is not installed: pip install '.[bag]'") from exc
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -131,23 +133,29 @@ class BagReader(ABC):
 
 
 class McapBagReader(BagReader):
-    """An MCAP file through ``mcap`` and ``mcap-ros2-support`` (the schema in the file decodes it)."""
+    """An MCAP file through ``mcap`` and ``mcap-ros2-support`` (the schema in the file decodes it).
+
+    A file cut short (power lost while recording) has no summary at its end: it is then read
+    from the start, record by record, up to its last complete one, as far as it got.
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        reader_module = _package("mcap.reader", f"reading {path}")
-        decoder = _package("mcap_ros2.decoder", f"reading {path}")
+        self._reader_module = _package("mcap.reader", f"reading {path}")
+        self._decoders = _package("mcap_ros2.decoder", f"reading {path}").DecoderFactory()
         self._file = open(path, "rb")  # noqa: SIM115 - held open while the topic is replayed
+        self._linear = False                       # no summary: records read from the start (_scan)
+        self._channels: dict[int, Any] = {}
+        self._schemas: dict[int, Any] = {}
         try:
-            self._reader = reader_module.make_reader(self._file, decoder_factories=[decoder.DecoderFactory()])
+            self._reader = self._reader_module.make_reader(self._file, decoder_factories=[self._decoders])
             summary = self._reader.get_summary()
-        except Exception as exc:
-            self._file.close()
-            raise SourceError(f"{path}: not a readable MCAP file ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - any damage at the end: read what precedes it
+            LOG.debug("%s: no readable summary (%s: %s)", path, type(exc).__name__, exc)
+            summary = None
         if summary is None or summary.statistics is None:
-            self._file.close()
-            raise SourceError(f"{path}: MCAP file has no summary (recording cut short?); "
-                              f"repair it first: mcap recover {path} -o fixed.mcap")
+            self._scan()
+            return
         counts = summary.statistics.channel_message_counts
         for channel in summary.channels.values():
             schema = summary.schemas.get(channel.schema_id)
@@ -156,10 +164,60 @@ class McapBagReader(BagReader):
         stats = summary.statistics
         self.duration_s = max(stats.message_end_time - stats.message_start_time, 0) / 1e9
 
+    def _records(self) -> Iterator[Any]:
+        """Every record from the start of the file, ending quietly at the first damaged one."""
+        stream_reader = _package("mcap.stream_reader", f"reading {self.path}")
+        self._file.seek(0)
+        records = stream_reader.StreamReader(self._file).records
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - a cut-short file ends in a partial record of any kind
+                LOG.debug("%s: records end at a damaged one (%s: %s)", self.path, type(exc).__name__, exc)
+                return
+            yield record
+
+    def _scan(self) -> None:
+        """Topics, counts and duration of a file without a summary, from one pass over its records."""
+        records = _package("mcap.records", f"reading {self.path}")
+        first = last = None
+        for record in self._records():
+            if isinstance(record, records.Schema):
+                self._schemas[record.id] = record
+            elif isinstance(record, records.Channel):
+                self._channels[record.id] = record
+                schema = self._schemas.get(record.schema_id)
+                self.topics.setdefault(record.topic, TopicInfo(schema.name if schema else "unknown", 0))
+            elif isinstance(record, records.Message) and record.channel_id in self._channels:
+                self.topics[self._channels[record.channel_id].topic].count += 1
+                first = record.log_time if first is None else min(first, record.log_time)
+                last = record.log_time if last is None else max(last, record.log_time)
+        if not self._channels:
+            self._file.close()
+            raise SourceError(f"{self.path}: not a readable MCAP file (no channel in it)")
+        LOG.warning("%s: no summary at its end (recording cut short?): reading it up to its last complete record",
+                    self.path)
+        self._linear = True
+        self.duration_s = (last - first) / 1e9 if first is not None and last is not None else 0.0
+
     def messages(self, topic: str) -> Iterator[tuple[int, Any]]:
-        for _schema, _channel, message, decoded in self._reader.iter_decoded_messages(topics=[topic],
-                                                                                         log_time_order=True):
-            yield message.log_time, decoded
+        if not self._linear:
+            for _schema, _channel, message, decoded in self._reader.iter_decoded_messages(topics=[topic],
+                                                                                             log_time_order=True):
+                yield message.log_time, decoded
+            return
+        records = _package("mcap.records", f"reading {self.path}")
+        decoders: dict[int, Any] = {}
+        for record in self._records():
+            channel = self._channels.get(getattr(record, "channel_id", -1))
+            if not isinstance(record, records.Message) or channel is None or channel.topic != topic:
+                continue
+            if channel.id not in decoders:
+                decoders[channel.id] = self._decoders.decoder_for(channel.message_encoding,
+                                                                  self._schemas.get(channel.schema_id))
+            yield record.log_time, decoders[channel.id](record.data)
 
     def close(self) -> None:
         self._file.close()

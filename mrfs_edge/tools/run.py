@@ -60,7 +60,20 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thermal-high", type=float, default=99.0, help="16-bit AGC high percentile (default 99)")
     parser.add_argument("--thermal-smoothing", type=float, default=0.9,
                         help="EMA weight of previous AGC limits, 0..1 (default 0.9)")
-    parser.add_argument("--tolerance-ms", type=float, default=20.0, help="live pairing tolerance (default 20 ms)")
+    parser.add_argument("--max-skew-ms", "--tolerance-ms", dest="max_skew_ms", type=positive_float, default=20.0,
+                        help="the two frames of a pair at most this far apart in capture time (default 20 ms); "
+                             "skew percentiles and unpaired frames per camera go to the status line and the log")
+    parser.add_argument("--stall-s", type=positive_float, default=1.0,
+                        help="live cameras: one silent this long pauses the pairing, said in the status line, "
+                             "until it delivers again (default 1 s)")
+    parser.add_argument("--segment-s", type=positive_float,
+                        help="video outputs: record in closed segments of this many seconds (<stem>_000000.mkv, "
+                             "...), so a power cut loses at most the open one")
+    parser.add_argument("--loop", action="store_true",
+                        help="replay file sources from the start each time they end (demos, soaks, recording tests)")
+    parser.add_argument("--loop-fps", type=positive_float,
+                        help="with --loop: paced like cameras at this rate (live: paired by capture time, frames "
+                             "dropped when the model is slower)")
     parser.add_argument("--queue", type=positive_int, default=2, help="frames buffered between stages (default 2)")
     parser.add_argument("--max-frames", type=positive_int, help="stop after this many frame pairs")
     parser.add_argument("--on-bad-frame", choices=get_args(BadFramePolicy),
@@ -110,8 +123,10 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     from mrfs_edge.io.bag import open_bag_pair
     from mrfs_edge.io.pairing import open_pair
     from mrfs_edge.io.sinks import ImageFolderSink, display_available, open_sinks
+    from mrfs_edge.io.uri import parse_uri
     from mrfs_edge.processing.registration import load_registration
     from mrfs_edge.processing.thermal import ThermalAGC
+    from mrfs_edge.runtime.looping import loop_pair
     from mrfs_edge.runtime.pipeline import Pipeline, PipelineOptions
     from mrfs_edge.runtime.run_log import check_log_path, default_log_path
 
@@ -120,7 +135,15 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     _quiet_opencv()
     if args.pair and (args.visible or args.infrared):
         raise MrfsEdgeError("--pair names both streams: give it without --visible/--infrared")
-    paired = open_bag_pair(args.pair, args.tolerance_ms / 1000.0, args.on_bad_frame) if args.pair else None
+    if args.loop_fps and not args.loop:
+        raise MrfsEdgeError("--loop-fps paces a replay: give --loop too")
+    if args.loop and args.pair:
+        raise MrfsEdgeError("--loop replays --visible/--infrared files, not a --pair recording")
+    if args.segment_s and not any(parse_uri(o, "sink").is_video for o in args.output):
+        raise MrfsEdgeError(f"--segment-s {args.segment_s:g} is for video outputs, and no --output is a video file "
+                            "(.mkv, .avi, .mp4, ...)")
+    # Opened now (file, topics): a wrong topic is reported before the model is loaded.
+    paired = open_bag_pair(args.pair, args.max_skew_ms / 1000.0, args.on_bad_frame).open() if args.pair else None
     visible, infrared = ("", "") if paired else _default_sources(args)
     thermal = ThermalAGC(args.thermal_low, args.thermal_high, args.thermal_smoothing)
     registration = load_registration(args.registration) if args.registration else None
@@ -133,13 +156,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     describe = getattr(runner, "describe", None)   # TensorRT: what the engine really runs, per layer
     if describe is not None:
         LOG.info(describe())
-    source = paired if paired is not None else open_pair(visible, infrared, args.tolerance_ms / 1000.0,
-                                                         retries=args.retries, on_bad_frame=args.on_bad_frame)
+    source = paired if paired is not None else open_pair(visible, infrared, args.max_skew_ms / 1000.0,
+                                                         retries=args.retries, on_bad_frame=args.on_bad_frame,
+                                                         stall_s=args.stall_s)
+    if args.loop:
+        source = loop_pair(source, args.loop_fps)
     source.open()
     run_dir = RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = args.output or (["display://0"] if not args.no_display and display_available() else [])
     sinks = open_sinks([o for o in outputs if not (args.no_display and o.startswith("display"))],
-                       fps=source.fps, save_raw=args.save_raw)
+                       fps=source.fps, save_raw=args.save_raw, segment_s=args.segment_s)
     if not sinks:
         sinks = [ImageFolderSink(run_dir, args.save_raw)]
         LOG.info(f"no output to show or write: saving composites to {run_dir}/")
