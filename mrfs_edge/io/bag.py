@@ -505,7 +505,10 @@ class McapSink(Sink):
             self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot write ({exc.strerror or type(exc).__name__})") from exc
-        self._writer = writer_module.Writer(self._file)
+        # LZ4, not the library's default zstd: on camera images both shrink a frame about as much
+        # (1.85 vs 1.80 MB for a 640x480 pair's three images), zstd at 2.6 times the time (51 vs 19 ms).
+        compression = _package("mcap.writer", f"writing {self.path}").CompressionType.LZ4
+        self._writer = writer_module.Writer(self._file, compression=compression)
         self._schema = self._writer.register_msgdef(IMAGE, IMAGE_MSGDEF)
 
     def write(self, frame: Rendered) -> None:
