@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from mrfs_edge.core.errors import SourceError
+from mrfs_edge.io import gst
 from mrfs_edge.io.images import IMAGE_EXTENSIONS, read_infrared, read_visible
 from mrfs_edge.io.source import IMAGE_SEQUENCE_FPS, Source, Stream
 from mrfs_edge.io.uri import OptionValue, redact
@@ -159,12 +160,9 @@ def infrared_from_capture(image: np.ndarray, fourcc: str, uri: str) -> np.ndarra
 
 
 def csi_pipeline(sensor: str, options: Mapping[str, OptionValue]) -> str:
-    """The usual Jetson ``nvarguscamerasrc`` → BGR appsink pipeline (latest frame only)."""
-    width, height = options.get("width", 1280), options.get("height", 720)
-    return (f"nvarguscamerasrc sensor-id={sensor or 0} ! "
-            f"video/x-raw(memory:NVMM), width={width}, height={height}, framerate={options.get('fps', 30)}/1, "
-            f"format=NV12 ! nvvidconv flip-method={options.get('flip', 0)} ! video/x-raw, format=BGRx ! "
-            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+    """The Jetson camera (:func:`mrfs_edge.io.gst.csi_pipeline`) into OpenCV's BGR appsink (latest frame only)."""
+    return (f"{gst.csi_pipeline(sensor, options)} ! videoconvert ! video/x-raw, format=BGR ! "
+            "appsink drop=true max-buffers=1 sync=false")
 
 
 def v4l2_settings(options: Mapping[str, OptionValue]) -> tuple[tuple[int, float], ...]:
@@ -179,7 +177,6 @@ def v4l2_settings(options: Mapping[str, OptionValue]) -> tuple[tuple[int, float]
     return tuple(settings)
 
 
-def require_gstreamer(uri: str) -> None:
-    if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
-        raise SourceError(f"{redact(uri)}: this OpenCV was built without GStreamer (JetPack's OpenCV has it); "
-                          "csi:// and gst:// need it")
+def opencv_has(api: int) -> bool:
+    """Whether this OpenCV build has a VideoCapture backend (pip's has FFmpeg and V4L2, not GStreamer)."""
+    return bool(cv2.videoio_registry.hasBackend(api))

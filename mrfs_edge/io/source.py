@@ -104,6 +104,15 @@ class Source(ABC):
         """Stream time of a file frame (live frames are stamped at capture instead)."""
         return index / self.fps
 
+    def _capture_time_s(self) -> float:
+        """Capture time of the frame just grabbed, on the monotonic clock that pairing compares.
+
+        The moment of reading by default; a source that knows when the sensor delivered the frame
+        (GStreamer's buffer timestamps, :mod:`mrfs_edge.io.gst`) returns that instead, so frames
+        queued in a driver or a jitter buffer are not stamped late.
+        """
+        return time.monotonic()
+
     def open(self: _S) -> _S:  # noqa: PYI019 - typing.Self is 3.11+
         """Open (again) for reading; a closed file source starts over from its first frame."""
         if not self._opened:
@@ -138,7 +147,7 @@ class Source(ABC):
             return None
         index = self._index
         self._index += 1
-        stamp = time.monotonic() if self.live else self._position_s(index)
+        stamp = self._capture_time_s() if self.live else self._position_s(index)
         return Frame(image, stamp, index, self._frame_name(index))
 
     def _reconnect(self) -> np.ndarray | None:
