@@ -457,9 +457,20 @@ class Pipeline:
             signal.signal(sig, handle)
         return restore
 
+    def pairing_text(self) -> str:
+        """The live pairing for the status line: skew, unpaired frames per camera, and a paused
+        pairing's one line (``visible: no frame for 2.1 s; pairing paused, infrared continues``)."""
+        if not self.source.live:
+            return ""
+        status = self.source.status()
+        skew = f"skew p95 {status.skew_ms['p95']:.1f} ms" if status.skew_ms else "no pairs yet"
+        unpaired = status.unpaired
+        text = f" | {skew} | unpaired visible {unpaired['visible']} infrared {unpaired['infrared']}"
+        return text + (f" | {status.message}" if status.message else "")
+
     def _print_status(self, final: bool = False) -> None:
         stages = " ".join(f"{s} {self.stats.mean_ms(s):.1f}" for s in STAGES)
-        line = f"{self.status_text(f'frames {self.stats.written}')} | ms: {stages}"
+        line = f"{self.status_text(f'frames {self.stats.written}')}{self.pairing_text()} | ms: {stages}"
         tty = sys.stderr.isatty()
         if not tty and line == self._last_status:
             return      # a log file gets a line when something changed, not one per interval
@@ -488,6 +499,7 @@ class Pipeline:
                        "written": self.stats.written, "dropped_before_model": self.frames.dropped,
                        "dropped_before_output": self.results.dropped, "unpaired": self.source.unpaired,
                        "skipped": self.source.skipped},
+            "pairing": self.source.status().as_dict(),
             "on_bad_frame": self.source.on_bad_frame,
             "skipped_frames": [{"stream": bad.stream, "name": bad.name, "index": bad.index, "error": str(bad)}
                                for bad in self.source.skipped_frames],

@@ -24,8 +24,8 @@ LOG = logging.getLogger(__name__)
 
 RUNS = Path("runs") / "runtime"
 JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
-                  "--infrared 'v4l2:///dev/video1?format=Y16' --registration ir_to_vis.yaml "
-                  "--output display://0 --output drive.mp4")
+                  "--infrared 'v4l2:///dev/video1?format=Y16&fps=9' --max-skew-ms 20 --registration ir_to_vis.yaml "
+                  "--output display://0 --output /data/drives/drive.avi --segment-s 60")
 
 
 # --- run -------------------------------------------------------------------------------------
