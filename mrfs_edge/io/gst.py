@@ -226,7 +226,7 @@ class GstSource(Source):
 
     ``pipeline`` is gst-launch text; without an appsink at its end one is appended that asks
     videoconvert for the role's layout (RGB visible, 8/16-bit grey infrared). A user's appsink
-    keeps its caps (any of :data:`PIXEL_FORMATS`) and gets :data:`APPSINK_MAX_BUFFERS` and
+    keeps its caps, or is given :data:`PIXEL_FORMATS` (what this class converts), and gets :data:`APPSINK_MAX_BUFFERS` and
     ``sync=false``. ``properties`` are set on named elements after parsing (URLs, devices).
     ``live`` is decided from the pipeline when ``None``.
 
@@ -297,8 +297,9 @@ class GstSource(Source):
             if len(sinks) != 1:
                 raise SourceError(f"{self._shown}: the pipeline must end in one appsink (found {len(sinks)})")
             sink = sinks[0]
-            if sink.get_property("caps") is None:
-                sink.set_property("caps", _modules["Gst"].Caps.from_string(ROLE_CAPS[self.role]))
+            if sink.get_property("caps") is None:      # what upstream fixed (a capsfilter) must still fit
+                formats = ", ".join(PIXEL_FORMATS)
+                sink.set_property("caps", _modules["Gst"].Caps.from_string(f"video/x-raw, format={{ {formats} }}"))
             sink.set_property("max-buffers", APPSINK_MAX_BUFFERS)
             sink.set_property("sync", False)
         sink.set_property("emit-signals", False)
