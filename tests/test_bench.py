@@ -24,7 +24,7 @@ from mrfs_edge.tools.benchmark import main  # noqa: E402
 
 MODES = ("pytorch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "tensorrt-fp16")
 ROW_KEYS = {"mode", "label", "runtime", "precision", "emulated", "reference", "backend", "device", "detail",
-            "model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers",
+            "model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers", "cost",
             "reasons"}
 LATENCY_KEYS = {"batch", "runs", "warmup", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_fps",
                 "end_to_end_mean_ms", "end_to_end_p50_ms", "end_to_end_p90_ms", "end_to_end_p99_ms",

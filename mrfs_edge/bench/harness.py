@@ -335,6 +335,9 @@ class Harness:
                    "layers": layer_counts(runner), "reasons": {**reasons, **accuracy.reasons}}
             if row["layers"] is None:
                 row["reasons"]["layers"] = NO_LAYER_REPORT
+            row["cost"], why = report.mode_cost(mode, path)
+            if why:
+                row["reasons"]["cost"] = why
         finally:
             runner.deactivate()
         return report.make_finite(row, row["reasons"]), accuracy

@@ -13,6 +13,11 @@ Schema of a row (every row has every key; a figure that could not be measured is
                agreement, fused_psnr, fused_ssim, max_abs_fused},
     fusion: {EN, SD, SF, AG, MI, VIF, Qabf, SCD, SSIM, PSNR}, fusion_delta: {same keys},
     layers: {total, precision: {int8, fp16, fp32, other}, gpu, dla} (engines: TensorRT's inspector report),
+    cost: {known, gmacs: {weighted|attention: {int8, fp16, fp32}}, total_gmacs, weighted_int8_fraction,
+           int8_fraction, activation_mb, boundary_mb, weight_mb, unresolved_nodes,
+           floor: {label, jetsons: [{jetson, floor_ms, compute_ms, memory_ms, bound}]}}
+           (``metrics.jetson_floor.cost_record``: what the mode's graph computes per frame and its
+           floor per Jetson, counted on the graph, not measured),
     reasons: {path: text}
 """
 from __future__ import annotations
@@ -24,10 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from mrfs_edge.bench.modes import MODES, REFERENCE, Mode
-from mrfs_edge.core.files import write_bytes_atomic
+from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.core.files import sha256_file, write_bytes_atomic
+from mrfs_edge.metrics.cost import cost_of_onnx, engine_split
+from mrfs_edge.metrics.jetson_floor import FLOOR_LABEL, JETSONS, UNKNOWN_COST, cost_record
 
 SCHEMA = "mrfs_edge.bench/1"
-FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers")
+FIGURE_GROUPS = ("model_file", "file_size_bytes", "latency", "memory", "accuracy", "fusion", "fusion_delta", "layers",
+                 "cost")
 # What the deployment promises on the demo model (the issue's acceptance figures).
 TARGETS = (
     ("onnxruntime-int8", "agreement", 0.99, "INT8 Q/DQ pixel agreement ≥ 99%"),
@@ -69,6 +78,17 @@ GLOSSARY = (
                           "how close F is to its two (different) sources, so typically 10–20 dB; not the fused "
                           "PSNR vs the reference.")),
     ("Δ", "in the per-class and fusion tables: this mode − the reference."),
+    ("GMACs INT8, GMACs FP16, GMACs FP32", ("multiply-adds per frame, in billions, by the precision the mode runs "
+                                           "them in (Conv, Gemm and MatMul: weighted layers and attention "
+                                           "products), counted on its graph.")),
+    ("weighted INT8 %", "share of the multiply-adds of layers with weights that run in INT8."),
+    ("activation MB", ("bytes of activations per frame if every tensor of the graph as written is stored once "
+                       "and read once per consumer, at its stored precision (views and Q/DQ store nothing).")),
+    ("boundary MB", ("the same when everything but the matrix ops is fused into them: each Conv/Gemm/MatMul reads "
+                     "its inputs and writes its output once; with the weights, the floor's memory term.")),
+    ("floor ms", ("max(multiply-adds / the GPU's dense peak per precision, (boundary + weight bytes) / DRAM "
+                  "bandwidth) on that Jetson, from NVIDIA's published figures: the time below which no engine "
+                  "runs this graph. A floor, not a measurement.")),
 )
 PLOT_CAPTIONS = {
     "latency_vs_miou": "Latency against the mIoU change from the reference (at least ±1 point shown, so small "
@@ -88,6 +108,7 @@ PATH_WORDS = {
     "accuracy.max_abs_fused": "largest fused-pixel difference from the reference",
     "fusion": "fusion metrics", "fusion_delta": "fusion change from the reference",
     "layers": "engine layer precisions (TensorRT's inspector)",
+    "cost": "cost per frame (GMACs, bytes, floor)",
 }
 
 
@@ -97,6 +118,32 @@ def empty_row(mode: Mode, reason: str, backend: str | None = None) -> dict[str, 
             "emulated": mode.emulated, "reference": False, "backend": backend or mode.runtime,
             "device": None, "detail": None, **dict.fromkeys(FIGURE_GROUPS),
             "reasons": {key: reason for key in ("device", "detail", *FIGURE_GROUPS)}}
+
+
+def mode_cost(mode: Mode, model_file: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """What ``mode`` computes per frame and its floor per Jetson (``cost_record``), or None and why.
+
+    An ONNX Runtime row runs its graph as typed; an engine row counts the ONNX it was built from
+    (its sidecar's ``onnx_file`` beside it, same hash) at the engine's precision (an FP16 or
+    ``best`` engine runs the graph's FP32 layers in FP16).
+    """
+    if mode.runtime == "pytorch":
+        return None, "PyTorch runs the network, not a graph: its cost is the FP32 ONNX row's"
+    source, precision = model_file, None
+    if mode.runtime == "tensorrt":
+        from mrfs_edge.backends.sidecar import read_sidecar
+
+        try:
+            sidecar = read_sidecar(model_file)
+        except ModelFileError as exc:
+            return None, str(exc)
+        source, precision = model_file.parent / sidecar.onnx_file, sidecar.precision
+        if not source.is_file() or sha256_file(source) != sidecar.onnx_sha256:
+            return None, f"the ONNX the engine was built from ({sidecar.onnx_file}) is not beside it"
+    split = cost_of_onnx(source)
+    if split is None:
+        return None, UNKNOWN_COST
+    return cost_record(engine_split(split, precision) if precision else split), None
 
 
 def null_paths(value: Any, path: str = "") -> Iterator[str]:
@@ -249,6 +296,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                      "end-to-end p50 ms", "end-to-end fps"], latency_rows)
     lines += _per_class_section(rows)
     lines += _layers_section(rows)
+    lines += cost_section(rows)
     lines += ["## Fusion quality (mean over pairs; Δ vs reference in brackets)", ""]
     lines += _table(["mode", *(FUSION_HEADERS.get(k, k) for k in FUSION_KEYS)],
                     [[_mode_cell(r)] + [f"{_num((r['fusion'] or {}).get(k), 3)} "
@@ -279,6 +327,32 @@ def _layers_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                     [str(precision.get(k, 0)) for k in ("int8", "fp16", "fp32", "other")] +
                     [str(layers.get("gpu", 0)), str(layers.get("dla", 0))])
     return lines + _table(["mode", "layers", "INT8", "FP16", "FP32", "other", "on GPU", "on DLA"], body)
+
+
+def cost_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per mode: multiply-adds by precision, bytes per frame and the floor per Jetson (not measured)."""
+    counted = [r for r in rows if (r.get("cost") or {}).get("known")]
+    if not counted:
+        return []
+    body = []
+    for r in counted:
+        cost = r["cost"]
+        gmacs = {p: sum(cost["gmacs"][kind][p] for kind in cost["gmacs"]) for p in ("int8", "fp16", "fp32")}
+        floors = {f["jetson"]: f for f in cost["floor"]["jetsons"]}
+        body.append([_mode_cell(r)] + [_num(gmacs[p], 2) for p in ("int8", "fp16", "fp32")] +
+                    [_num(cost["weighted_int8_fraction"], 1, 100), _num(cost["activation_mb"], 0),
+                     _num(cost["boundary_mb"], 0)] +
+                    [f"{_num(floors[j.name]['floor_ms'])} ({floors[j.name]['bound']})" if j.name in floors else "–"
+                     for j in JETSONS])
+    header = ["mode", "GMACs INT8", "GMACs FP16", "GMACs FP32", "weighted INT8 %", "activation MB", "boundary MB",
+              *(f"{j.name} floor ms" for j in JETSONS)]
+    lines = [f"## Cost per frame and {FLOOR_LABEL}", ""] + _table(header, body)
+    return lines + [
+        "Counted on each mode's graph (an engine: the ONNX it was built from, at its precision). The floor per "
+        "Jetson is max(compute, memory): compute = 2 × multiply-adds / the GPU's dense peak for each precision, "
+        "memory = (boundary + weight bytes) / DRAM bandwidth; (compute) or (memory) says which term binds. GPU "
+        "only (no DLA), dense peaks (NVIDIA's INT8 TOPS are sparse: halved), highest data-sheet power mode. "
+        "Sources: " + "; ".join(f"{j.name}: {j.citation}" for j in JETSONS) + ".", ""]
 
 
 def _reference_line(config: Mapping[str, Any]) -> str:
@@ -422,6 +496,6 @@ def write_markdown(path: Path, report: Mapping[str, Any]) -> Path:
     return write_bytes_atomic(path, markdown(report).encode())
 
 
-__all__ = ["SCHEMA", "busy_note", "console_summary", "describe_path", "empty_row", "first_latency", "make_finite",
-           "markdown", "null_paths", "reason_for", "speedup", "speedup_line", "target_checks", "worst_class_drop",
-           "write_json", "write_markdown"]
+__all__ = ["SCHEMA", "busy_note", "console_summary", "cost_section", "describe_path", "empty_row", "first_latency",
+           "make_finite", "markdown", "mode_cost", "null_paths", "reason_for", "speedup", "speedup_line",
+           "target_checks", "worst_class_drop", "write_json", "write_markdown"]
