@@ -19,7 +19,7 @@ SPLIT = PrecisionSplit({"weighted": {"int8": 12_810_000_000, "fp16": 0, "fp32": 
                        {"activation": {"int8": 600_000_000, "fp16": 0, "fp32": 4_760_000_000, "other": 0},
                         "boundary": {"int8": 200_000_000, "fp16": 0, "fp32": 1_190_000_000, "other": 0},
                         "weight": {"int8": 10_000_000, "fp16": 0, "fp32": 1_200_000, "other": 0}},
-                       has_qdq=True)
+                       has_qdq=True, nodes=3)
 
 
 def _varint(value: int) -> bytes:
@@ -48,7 +48,7 @@ def _write(tmp_path: Path, name: str, op_types: list[str], metadata: dict[str, s
     return path
 
 
-QDQ_OPS = ["QuantizeLinear", "DequantizeLinear", "Conv"]
+QDQ_OPS = ["QuantizeLinear", "DequantizeLinear", "Conv"]      # the three nodes SPLIT was counted on
 
 
 def test_the_split_stored_in_the_metadata_reads_back_without_onnx(tmp_path: Path, monkeypatch) -> None:
@@ -61,8 +61,10 @@ def test_the_split_stored_in_the_metadata_reads_back_without_onnx(tmp_path: Path
 
 
 def test_a_stale_or_foreign_entry_is_not_believed(tmp_path: Path) -> None:
-    # The Q/DQ graph's split copied into a graph without Q/DQ nodes (or the other way round).
+    # The Q/DQ graph's split copied into a graph without Q/DQ nodes, or into another Q/DQ graph
+    # (the fully quantised graph's into the mixed-precision one: fewer Q/DQ pairs, fewer nodes).
     assert read_cost(_write(tmp_path, "a.onnx", ["Conv"], {COST_KEY: SPLIT.to_json()})) is None
+    assert read_cost(_write(tmp_path, "a2.onnx", [*QDQ_OPS, "Conv"], {COST_KEY: SPLIT.to_json()})) is None
     newer = SPLIT.to_json().replace('"v":1', '"v":99')
     assert read_cost(_write(tmp_path, "b.onnx", QDQ_OPS, {COST_KEY: newer})) is None
     assert read_cost(_write(tmp_path, "c.onnx", QDQ_OPS, {COST_KEY: "{not json"})) is None

@@ -30,6 +30,7 @@ class OnnxScan:
     op_types: FrozenSet[str]
     initializer_types: FrozenSet[int]
     metadata: Dict[str, str] = field(default_factory=dict)
+    node_count: int = 0   # top-level nodes: tells a graph from another that copied its metadata
 
     @property
     def has_qdq(self) -> bool:
@@ -99,19 +100,21 @@ def _scan(data: memoryview) -> OnnxScan:
     op_types: Set[str] = set()
     init_types: Set[int] = set()
     metadata: Dict[str, str] = {}
+    node_count = 0
     for number, wire, value in _fields(data):
         if number == 7 and wire == 2:
             for g_number, g_wire, g_value in _fields(value):
                 if g_wire != 2:
                     continue
                 if g_number == 1:
+                    node_count += 1
                     op_types.update(_text(v) for n, w, v in _fields(g_value) if n == 4 and w == 2)
                 elif g_number == 5:
                     init_types.update(v for n, w, v in _fields(g_value) if n == 2 and isinstance(v, int))
         elif number == 14 and wire == 2:
             entry = {n: _text(v) for n, w, v in _fields(value) if w == 2}
             metadata[entry.get(1, "")] = entry.get(2, "")
-    return OnnxScan(frozenset(op_types), frozenset(init_types), metadata)
+    return OnnxScan(frozenset(op_types), frozenset(init_types), metadata, node_count)
 
 
 def scan_onnx(path: Union[str, "os.PathLike[str]"]) -> OnnxScan:

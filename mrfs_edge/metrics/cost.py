@@ -88,6 +88,7 @@ class PrecisionSplit:
     unresolved: int = 0
     has_qdq: bool = False
     is_fp16: bool = False
+    nodes: int = 0        # the graph's node count, to tell it from a graph that copied its metadata
 
     @property
     def activation_bytes(self) -> int:
@@ -113,7 +114,7 @@ class PrecisionSplit:
                 for k, v in self.macs.items()}
         moved = {what: {**tally, "fp16": tally.get("fp16", 0) + tally.get("fp32", 0) // 2, "fp32": 0}
                  for what, tally in self.bytes.items()}
-        return PrecisionSplit(macs, moved, self.unresolved, self.has_qdq, self.is_fp16)
+        return PrecisionSplit(macs, moved, self.unresolved, self.has_qdq, self.is_fp16, self.nodes)
 
     def gmacs(self, kind: Kind | None = None, precision: Precision | None = None) -> float:
         kinds = (kind,) if kind else KINDS
@@ -138,7 +139,7 @@ class PrecisionSplit:
 
     def to_json(self) -> str:
         return json.dumps({"v": COST_VERSION, "macs": self.macs, "bytes": self.bytes, "unresolved": self.unresolved,
-                           "qdq": self.has_qdq, "fp16": self.is_fp16}, separators=(",", ":"), sort_keys=True)
+                           "qdq": self.has_qdq, "fp16": self.is_fp16, "nodes": self.nodes}, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PrecisionSplit:
@@ -149,7 +150,8 @@ class PrecisionSplit:
                 raise ValueError(f"cost metadata version {data.get('v')!r}, this toolkit reads {COST_VERSION}")
             macs = {str(k): {str(p): int(n) for p, n in v.items()} for k, v in data["macs"].items()}
             tallies = {str(k): {str(t): int(n) for t, n in v.items()} for k, v in data["bytes"].items()}
-            return cls(macs, tallies, int(data["unresolved"]), bool(data["qdq"]), bool(data["fp16"]))
+            return cls(macs, tallies, int(data["unresolved"]), bool(data["qdq"]), bool(data["fp16"]),
+                       int(data["nodes"]))
         except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cost metadata ({exc})") from None
 
@@ -391,7 +393,7 @@ def precision_split(model: onnx.ModelProto) -> PrecisionSplit:
     op_types = {n.op_type for n in graph.nodes}
     has_qdq = bool(op_types & {"QuantizeLinear", "DequantizeLinear"})
     is_fp16 = any(init.data_type == _FLOAT16 for init in model.graph.initializer)
-    return PrecisionSplit(macs, tallies, unresolved, has_qdq, is_fp16)
+    return PrecisionSplit(macs, tallies, unresolved, has_qdq, is_fp16, len(model.graph.node))
 
 
 def cost_metadata(model: onnx.ModelProto) -> str:
@@ -418,8 +420,8 @@ def set_cost_metadata(model: onnx.ModelProto, counted: onnx.ModelProto | None = 
 def read_cost(source: OnnxScan | str | os.PathLike[str]) -> PrecisionSplit | None:
     """The split stored in an ONNX file's metadata, onnx-free; None when absent or stale.
 
-    Stale: the stored split says Q/DQ or FP16 and the file disagrees (a graph derived from
-    another that copied its metadata without recounting): a wrong figure is worse than none.
+    Stale: the stored split's node count, Q/DQ or FP16 disagrees with the file (a graph derived
+    from another that copied its metadata without recounting): a wrong figure is worse than none.
     """
     scan = source if isinstance(source, OnnxScan) else scan_onnx(source)
     text = scan.metadata.get(COST_KEY)
@@ -429,7 +431,7 @@ def read_cost(source: OnnxScan | str | os.PathLike[str]) -> PrecisionSplit | Non
         split = PrecisionSplit.from_json(text)
     except ValueError:
         return None
-    if split.has_qdq != scan.has_qdq or split.is_fp16 != scan.is_fp16:
+    if (split.nodes, split.has_qdq, split.is_fp16) != (scan.node_count, scan.has_qdq, scan.is_fp16):
         return None
     return split
 
