@@ -51,6 +51,9 @@ def open_source(uri: str, role: Stream = "visible", retries: int = 5, backoff_s:
                            f"({'JetPack' if api == cv2.CAP_GSTREAMER else 'pip'}'s OpenCV has it)")
 
     scheme = parsed.scheme
+    if scheme == "bag":
+        raise SourceError(f"{redact(uri)}: bag:// names a visible/infrared pair, not one stream: give it as "
+                          "runtime/run.py --pair (mrfs_edge.io.bag.open_bag_pair)")
     if scheme in ("csi", "gst", "rtsp", "rtsps"):
         needs: tuple[str, ...] = ()
         properties: dict[str, dict[str, object]] | None = None
