@@ -113,8 +113,15 @@ def check_pairs(pairs: list[tuple[Any, Any]], vis: list[int], ir: list[int]) -> 
 
 
 def test_mcap_replays_30_and_9_fps_topics_into_pairs_by_header_stamp(drive: Path) -> None:
-    pairs = pairs_of(f"bag://{drive}?visible={VIS}&infrared={IR}")
+    source = open_bag_pair(f"bag://{drive}?visible={VIS}&infrared={IR}", TOLERANCE_S)
+    pairs = list(source)
     check_pairs(pairs, VIS_STAMPS, IR_STAMPS)
+    status = source.status()           # as the run log and status line read it for cameras
+    assert status.pairs == len(IR_STAMPS) and source.unpaired == len(VIS_STAMPS) - len(IR_STAMPS)
+    assert status.unpaired == {"visible": len(VIS_STAMPS) - len(IR_STAMPS), "infrared": 0}
+    skews = [abs(v.stamp_ns - i.stamp_ns) / 1e6 for v, i in pairs]
+    assert status.skew_ms is not None and status.skew_ms["max"] == pytest.approx(max(skews), abs=0.01)
+    assert not status.paused
     visible, infrared = pairs[0]
     assert visible.image.shape == (H, W, 3) and visible.image.dtype == np.uint8
     assert infrared.image.shape == (H, W) and infrared.image.dtype == np.uint16      # for the thermal AGC
@@ -184,6 +191,11 @@ def test_bad_encodings_and_data_are_one_line_errors() -> None:
 
 
 def test_missing_file_and_topic_name_what_is_there(drive: Path, tmp_path: Path) -> None:
+    from mrfs_edge.io.factory import open_source
+
+    with pytest.raises(SourceError, match="bag:// names a visible/infrared pair, not one stream: give it as "
+                                          "runtime/run.py --pair"):
+        open_source(f"bag://{drive}?visible={VIS}&infrared={IR}", "visible")
     with pytest.raises(SourceError, match="no such bag file or folder"):
         open_bag_pair(f"bag://{tmp_path}/none.mcap?visible={VIS}&infrared={IR}")
     source = open_bag_pair(f"bag://{drive}?visible={VIS}&infrared=/flir/image", TOLERANCE_S)

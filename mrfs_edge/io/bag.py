@@ -2,8 +2,8 @@
 
 ``bag://drive.mcap?visible=/camera/color/image_raw&infrared=/thermal/image_raw`` names one paired
 source (:func:`open_bag_pair`): each topic is replayed in its recorded order and the two are paired
-by capture time with the project's pairing (:func:`mrfs_edge.io.pairing.take_pair`), exactly as
-two live cameras are, so a replayed drive gives the pairs the vehicle would have given.
+by capture time with the project's pairing (:class:`mrfs_edge.io.pairing.Pairer`), exactly as two
+live cameras are, so a replayed drive gives the pairs the vehicle would have given.
 
 *Which time.* By default a frame's time is its message's ``header.stamp``: the driver's capture
 time, the moment the sensor saw the scene. The bag's log time is when the recorder *received* the
@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from mrfs_edge.core.errors import ImageError, MissingExtraError, SinkError, SourceError
-from mrfs_edge.io.pairing import PairedSource, take_pair
+from mrfs_edge.io.pairing import PairedSource
 from mrfs_edge.io.sinks import Rendered, Sink
 from mrfs_edge.io.source import BadFrame, BadFramePolicy, Frame, Source, Stream
 from mrfs_edge.io.uri import OptionValue, parse_uri
@@ -363,6 +363,11 @@ class BagTopicSource(Source):
     def _position_s(self, index: int) -> float:
         return self._stamp_ns / 1e9
 
+    @property
+    def unread(self) -> int:
+        """Messages of the topic not read (yet): those after the other topic ended are never paired."""
+        return max(self.info.count - self._index, 0) if self.info is not None else 0
+
     def read(self) -> Frame | None:
         frame = super().read()
         if frame is not None:
@@ -379,7 +384,7 @@ class BagTopicSource(Source):
 class _Stream:
     """One topic being paired: the frames read but not yet paired or discarded."""
 
-    source: Source
+    source: BagTopicSource
     frames: deque[Frame] = field(default_factory=deque)
     ended: bool = False
 
@@ -390,9 +395,14 @@ class BagPairedSource(PairedSource):
     Each topic is read by its own reader, always the one that is behind, so both are replayed in
     step however their rates differ (30 fps colour, 9 fps thermal) and memory holds only the
     frames within the tolerance of the other topic's next frame. The pairs themselves are the
-    live pairing's (:func:`~mrfs_edge.io.pairing.take_pair`): within the tolerance, closest
-    first, no frame used twice. A replay is not live: every pair is processed, none dropped.
+    live pairing's (:meth:`~mrfs_edge.io.pairing.Pairer.take`): within the maximum skew, closest
+    first, no frame used twice, unpaired frames counted per camera and skew percentiles kept, so
+    :meth:`status` and the run log read as for cameras. A replay is not live: every pair is
+    processed, none dropped.
     """
+
+    visible: BagTopicSource
+    infrared: BagTopicSource
 
     def __init__(self, visible: BagTopicSource, infrared: BagTopicSource, tolerance_s: float = 0.02,
                  on_bad_frame: BadFramePolicy | None = None) -> None:
@@ -420,13 +430,18 @@ class BagPairedSource(PairedSource):
             return False
         return stream.frames[-1].timestamp_s <= other.frames[0].timestamp_s + self.tolerance_s
 
+    def _count_unpaired(self, stream: _Stream, frames: int) -> None:
+        with self._ready:                # status() reads the pairer from other threads
+            self.pairer.unpaired[stream.source.role] += frames
+            self.unpaired = sum(self.pairer.unpaired.values())
+
     def _drop_passed(self, stream: _Stream, other: _Stream) -> None:
         """Discard frames that a later frame of the same topic already matches better (both before
         the other topic's next frame): what take_pair would discard, done while reading so a topic
         that is silent for a while does not fill memory with the other's frames."""
         while len(stream.frames) > 1 and other.frames and stream.frames[1].timestamp_s <= other.frames[0].timestamp_s:
             stream.frames.popleft()
-            self.unpaired += 1
+            self._count_unpaired(stream, 1)
 
     def _file_pairs(self) -> Iterator[tuple[Frame, Frame]]:
         visible, infrared = _Stream(self.visible), _Stream(self.infrared)
@@ -438,13 +453,14 @@ class BagPairedSource(PairedSource):
                 self._drop_passed(visible, infrared)
                 self._drop_passed(infrared, visible)
                 continue
-            before = len(visible.frames) + len(infrared.frames)
-            pair = take_pair(visible.frames, infrared.frames, self.tolerance_s)
-            self.unpaired += before - len(visible.frames) - len(infrared.frames) - (2 if pair else 0)
+            with self._ready:
+                pair = self.pairer.take(visible.frames, infrared.frames)
+                self.unpaired = sum(self.pairer.unpaired.values())
             if pair is not None:
                 yield pair
             elif (visible.ended and not visible.frames) or (infrared.ended and not infrared.frames):
-                self.unpaired += len(visible.frames) + len(infrared.frames)
+                for stream in (visible, infrared):
+                    self._count_unpaired(stream, len(stream.frames) + stream.source.unread)
                 return
 
 
