@@ -148,11 +148,8 @@ class JitteredCamera(Source):
         self._stamp = stamp
         return np.zeros((48, 64, 3) if self.role == "visible" else (48, 64), np.uint8)
 
-    def read(self) -> Frame | None:
-        result = super().read()
-        if result is not None:
-            result.timestamp_s = self._stamp        # the sensor's capture time, as GStreamer's PTS gives
-        return result
+    def _capture_time_s(self) -> float:
+        return self._stamp                          # the sensor's capture time, as GStreamer's PTS gives
 
 
 def test_pipeline_status_line_and_log_say_a_camera_died_and_came_back(capsys, caplog):

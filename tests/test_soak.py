@@ -24,11 +24,14 @@ from mrfs_edge.runtime.soak import GrowthLimits, ResourceSample, growth_problems
 from mrfs_edge.tools.run import soak_main
 
 LIMITS = GrowthLimits(rss_mb=25.0, fds=4, threads=0)
-LEAK_BYTES = 4 * 2**20
+LEAK_BYTES = 8 * 2**20
 
 
 class LeakySink(Sink):
-    """Per frame: keeps 4 MiB, opens a file and parks a thread; the three leaks a soak must catch."""
+    """Per frame: keeps 8 MiB, opens two files and parks a thread; the three leaks a soak must catch.
+
+    Sized so that a handful of frames after the warm-up (a loaded CI machine) exceeds every limit.
+    """
 
     def __init__(self) -> None:
         self.uri = "leaky://"
@@ -38,7 +41,7 @@ class LeakySink(Sink):
 
     def write(self, frame: Rendered) -> None:
         self.kept.append(np.ones(LEAK_BYTES, np.uint8))        # ones, not empty: the pages are resident
-        self.files.append(open(os.devnull, "rb"))  # noqa: SIM115 - the leak under test
+        self.files += [open(os.devnull, "rb"), open(os.devnull, "rb")]  # noqa: SIM115 - the leak under test
         threading.Thread(target=self.release.wait, daemon=True).start()
 
     def close(self) -> None:

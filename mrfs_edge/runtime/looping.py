@@ -21,7 +21,7 @@ import numpy as np
 from mrfs_edge.core.errors import SourceError
 from mrfs_edge.io.capture import ImageFilesSource
 from mrfs_edge.io.pairing import PairedSource
-from mrfs_edge.io.source import Frame, Source
+from mrfs_edge.io.source import Source
 from mrfs_edge.io.uri import redact
 
 
@@ -74,13 +74,10 @@ class LoopingSource(Source):
             return None         # interrupted: the run is stopping
         return frame.image
 
-    def read(self) -> Frame | None:
-        """The next frame, stamped with its tick when paced: the capture time a camera's sensor would
-        give it, not the moment a busy machine let the reader thread run again."""
-        frame = super().read()
-        if frame is not None and self._tick is not None:
-            frame.timestamp_s = self._tick
-        return frame
+    def _capture_time_s(self) -> float:
+        """The frame's tick when paced: the capture time a camera's sensor would give it, not the
+        moment a busy machine let the reader thread run again."""
+        return self._tick if self._tick is not None else time.monotonic()
 
     def _frame_name(self, index: int) -> str:
         """The replayed frame's own name and the pass, so per-frame outputs of each pass stay apart."""
