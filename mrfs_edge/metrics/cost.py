@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from mrfs_edge.core.onnx_scan import OnnxScan, scan_onnx
@@ -167,7 +167,7 @@ class _Graph:
     constants: set[str]
     outputs: set[str]
     inputs: list[str]
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    nodes: list[onnx.NodeProto]
 
 
 def _inferred_graph(model: onnx.ModelProto) -> _Graph:
