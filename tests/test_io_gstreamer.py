@@ -162,7 +162,7 @@ def test_a_missing_camera_device_is_a_one_line_error_at_open(gstreamer):
                        pipeline=v4l2_pipeline("/dev/video99", {"format": "Y16", "width": 160}), live=True)
     with pytest.raises(SourceError) as exc:
         source.open()
-    assert one_line(exc).startswith("v4l2:///dev/video99?format=Y16: cannot start: mrfs_source:")
+    assert one_line(exc).startswith("v4l2:///dev/video99?format=Y16: cannot start: v4l2src: ")
     assert "/dev/video99" in str(exc.value)
 
 

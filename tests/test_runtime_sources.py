@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
 from collections import deque
@@ -280,3 +281,21 @@ def test_skipped_bad_file_frame_drops_its_partner_so_pairs_stay_aligned(tmp_path
         ("visible", names[1]), ("infrared", names[3])]
     with pytest.raises(BadFrame, match=f"{names[1]}.png: unreadable or corrupt image"):
         list(open_pair(str(tmp_path / "vi"), str(tmp_path / "ir")))          # files stop by default
+
+
+def test_without_gstreamers_binding_rtsp_falls_back_to_opencv_and_csi_says_what_to_install(monkeypatch):
+    """The core install (no python3-gi): RTSP still opens through OpenCV's FFmpeg; csi:// names the packages."""
+    from mrfs_edge.io import gst
+
+    monkeypatch.setitem(sys.modules, "gi", None)                  # import gi raises ImportError
+    monkeypatch.setattr(gst, "_modules", {})
+    monkeypatch.setattr(gst, "_problem", [])
+    source = open_source("rtsp://admin:secret@127.0.0.1:9/stream")
+    assert isinstance(source, CaptureSource) and source.api == cv2.CAP_FFMPEG and source.live
+    has_backend = cv2.videoio_registry.hasBackend
+    monkeypatch.setattr(cv2.videoio_registry, "hasBackend", lambda api: api != cv2.CAP_GSTREAMER and has_backend(api))
+    with pytest.raises(SourceError) as exc:
+        open_source("gst://videotestsrc ! appsink")
+    assert one_line(exc).startswith("gst://videotestsrc ! appsink: GStreamer's Python binding (gi) is not importable: "
+                                    "install python3-gi gir1.2-gstreamer-1.0")
+    assert str(exc.value).endswith("and this OpenCV has no GStreamer backend (JetPack's OpenCV has it)")

@@ -330,9 +330,17 @@ class GstSource(Source):
         if message is None:
             return None
         error, debug = message.parse_error()
-        hint = " (the appsink's caps do not fit: end the pipeline with 'videoconvert ! appsink' or leave " \
-               "the appsink out)" if "not-negotiated" in (debug or "") else ""
-        return f"{message.src.get_name() if message.src else 'pipeline'}: {_one_line(error.message)}{hint}"
+        if "not-negotiated" in (debug or ""):
+            detail = " (the appsink's caps do not fit: end the pipeline with 'videoconvert ! appsink' or leave " \
+                     "the appsink out)"
+        else:        # the debug text's last line is the cause, e.g. "Failed to connect. (Generic error)"
+            cause = _one_line((debug or "").rsplit(":\n", 1)[-1]) if debug and ":\n" in debug else ""
+            detail = f" ({cause})" if cause and cause not in error.message else ""
+        element = message.src
+        name = "pipeline" if element is None else element.get_name()
+        if element is not None and name == SOURCE_NAME and element.get_factory() is not None:
+            name = element.get_factory().get_name()     # 'rtspsrc', not the name this module gave it
+        return f"{name}: {_one_line(error.message)}{detail}"
 
     def _grab(self) -> np.ndarray | None:
         if self._sink is None:
@@ -348,10 +356,14 @@ class GstSource(Source):
                 self._since_open += 1
                 return image
             problem = self._bus_problem(self._bus)
-            why = (f"GStreamer error from {problem}" if problem is not None else "end of stream"
-                   if self._sink.is_eos() else f"no frame for {timeout:.1f}s" if time.monotonic() > deadline else "")
-            if why:
-                self._ended(why, error=problem is not None or (not self.live and why != "end of stream"))
+            if problem is not None:
+                self._ended(f"GStreamer error from {problem}", error=True)
+                return None
+            if self._sink.is_eos():
+                self._ended("end of stream", error=False)
+                return None
+            if time.monotonic() > deadline:
+                self._ended(f"no frame for {timeout:.1f}s", error=not self.live)   # a file does not stall
                 return None
         return None
 
