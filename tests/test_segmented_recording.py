@@ -7,6 +7,7 @@ name must decode to the last frame, and only the open segment may be lost.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from mrfs_edge.io.sinks import Rendered, SegmentedVideoSink, open_sink
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = re.compile(r"drive_\d{6}\.mkv")
+FINAL_AVI = re.compile(r"drive_\d{6}\.avi")
 
 
 def decoded_frames(path: Path) -> list[np.ndarray]:
@@ -126,3 +128,16 @@ def test_segment_option_needs_a_video_output(tmp_path, capsys):
     assert "--segment-s 5 is for video outputs" in capsys.readouterr().err
     assert not (tmp_path / "frames").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_run_that_ends_closes_its_last_segment_and_logs_every_segment(tmp_path, tiny_onnx):
+    from mrfs_edge.tools.run import run_main
+
+    assert run_main(["--model", str(tiny_onnx), "--threads", "1", "--visible", str(SAMPLES / "vi"),
+                     "--infrared", str(SAMPLES / "ir"), "--loop", "--max-frames", "30", "--no-display", "-q",
+                     "--output", str(tmp_path / "drive.avi"), "--segment-s", "0.5"]) == 0
+    log = json.loads((tmp_path / "drive.runtime_log.json").read_text())
+    segments = [Path(p) for p in log["segments"][str(tmp_path / "drive.avi")]]
+    assert segments and all(FINAL_AVI.fullmatch(p.name) for p in segments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in segments] + ["drive.runtime_log.json"])
+    assert sum(len(decoded_frames(p)) for p in segments) == log["frames"]["written"] == 30

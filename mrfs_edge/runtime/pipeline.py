@@ -38,7 +38,7 @@ from mrfs_edge.core.contract import ModelContract
 from mrfs_edge.core.errors import SinkError, SourceError
 from mrfs_edge.core.files import write_json_atomic
 from mrfs_edge.io.pairing import PairedSource
-from mrfs_edge.io.sinks import Rendered, Sink
+from mrfs_edge.io.sinks import Rendered, SegmentedVideoSink, Sink
 from mrfs_edge.io.source import Frame
 from mrfs_edge.io.uri import redact
 from mrfs_edge.processing.frame import FrameProcessor, PairSizeError, PreparedFrame
@@ -492,6 +492,8 @@ class Pipeline:
                          "seg_output": contract.seg_output},
             "visible": redact(self.source.visible.uri), "infrared": redact(self.source.infrared.uri),
             "live": self.source.live, "outputs": [sink.uri for sink in self.sinks],
+            "segments": {sink.uri: [str(path) for path in sink.segments] for sink in self.sinks
+                         if isinstance(sink, SegmentedVideoSink)},
             "thermal": {"low_percentile": self.thermal.low_percentile, "high_percentile": self.thermal.high_percentile,
                         "smoothing": self.thermal.smoothing},
             "registration": self.registration_path if self.registration is not None else None,
