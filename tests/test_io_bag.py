@@ -8,6 +8,7 @@ one message per pair on each output topic, stamped with the pair's capture time.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -324,8 +325,10 @@ def test_runtime_command_writes_one_message_per_pair_on_each_topic(drive: Path, 
 
     out = tmp_path / "results.mcap"
     status = run_main(["--model", str(tiny_onnx), "--pair", f"bag://{drive}?visible={VIS}&infrared={IR}",
-                       "--output", f"bag://{out}", "--log", str(tmp_path / "log.json"), "-q"])
+                       "--output", f"bag://{out}", "-q"])
     assert status == 0
+    log = json.loads((tmp_path / "results.runtime_log.json").read_text())     # beside the results, as for videos
+    assert log["frames"]["written"] == len(IR_STAMPS) and log["outputs"] == [f"bag://{out}"]
     expected = [VIS_STAMPS[k] for k, _ in nearest_pairs(VIS_STAMPS, IR_STAMPS)]
     topics = read_results(out)
     assert sorted(topics) == ["/mrfs/composite", "/mrfs/fused", "/mrfs/labels"]

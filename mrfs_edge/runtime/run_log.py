@@ -1,8 +1,8 @@
 """Where a run's JSON log goes: beside what the run wrote, or where the user said.
 
 A log belongs with the outputs it describes, not in whatever folder the command was started
-from: a folder output gets ``<folder>/runtime_log.json``, a video ``<video stem>.runtime_log.json``
-beside it. A run that only shows frames (display, ``null://``) writes no log unless asked.
+from: a folder output gets ``<folder>/runtime_log.json``, a video or a results MCAP
+``<stem>.runtime_log.json`` beside it. A run that only shows frames (display, ``null://``) writes no log unless asked.
 A log path the user gives is checked before the run starts, so a long drive is not recorded
 only to fail at the end for want of a writable folder.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrfs_edge.core.errors import SinkError
+from mrfs_edge.io.bag import McapSink
 from mrfs_edge.io.sinks import ImageFolderSink, SegmentedVideoSink, Sink, VideoFileSink
 
 LOG_NAME = "runtime_log.json"
@@ -23,7 +24,7 @@ def default_log_path(sinks: Sequence[Sink]) -> Path | None:
     for sink in sinks:
         if isinstance(sink, ImageFolderSink):
             return sink.folder / LOG_NAME
-        if isinstance(sink, (VideoFileSink, SegmentedVideoSink)):
+        if isinstance(sink, (VideoFileSink, SegmentedVideoSink, McapSink)):
             return sink.path.with_name(f"{sink.path.stem}.{LOG_NAME}")
     return None
 
