@@ -60,7 +60,7 @@ def fusion_loss(fused: Tensor, visible: Tensor, infrared: Tensor, mask: Tensor) 
     return 0.5 * intensity + 0.2 * gradient + colour
 
 
-def balanced_class_weights(pixel_counts: "torch.Tensor | list[int]", c: float = 1.02) -> Tensor:
+def balanced_class_weights(pixel_counts: torch.Tensor | list[int], c: float = 1.02) -> Tensor:
     """ENet weighting ``w_k = 1 / ln(c + p_k)``; c = 1.02 weighs rare classes ~30× background, c = 1.1 ~7×."""
     counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
     frequency = counts / counts.sum().clamp_min(1)
