@@ -100,7 +100,8 @@ def test_a_dying_camera_pauses_the_pairing_with_one_line_and_it_resumes(caplog):
         pairer.push(stream, frame(stream, index, stamp), now)
         while (pair := pairer.pop()) is not None:
             pairs.append(pair)
-        seen.append((now, pairer.update(now)))
+        pairer.update(now)
+        seen.append((now, pairer.status(now)))
 
     last_visible = max(t for t in vis[~dead] if t < 2.0) + VIS_LATENCY_S
     paused = [(now, status) for now, status in seen if status.paused]
@@ -187,3 +188,6 @@ def test_pipeline_status_line_and_log_say_a_camera_died_and_came_back(capsys, ca
     assert any(re.search(r"visible: no frame for \d\.\d s; pairing paused, infrared continues", line)
                for line in status_lines)
     assert "pairing paused" not in status_lines[-1] and "skew p95" in status_lines[-1]
+    ended = source.status()
+    time.sleep(0.4)                 # longer than stall_s: cameras no longer read do not go "silent"
+    assert source.status() == ended and not ended.paused

@@ -136,7 +136,17 @@ class Pairer:
         self.started = time.monotonic() if started is None else started
         self.last_arrival: dict[str, float | None] = dict.fromkeys(ROLES)
         self.stalled: tuple[str, ...] = ()
+        self.finished: float | None = None     # when the cameras stopped being read: silence ends there
         self._silent_from: dict[str, float] = {}
+
+    def _now(self, now: float | None) -> float:
+        now = time.monotonic() if now is None else now
+        return now if self.finished is None else min(now, self.finished)
+
+    def finish(self, now: float | None = None) -> None:
+        """The cameras are no longer read (the run is ending): a status after this is the last one
+        while they were, not a growing silence of cameras nobody reads any more."""
+        self.finished = self._now(now)
 
     def push(self, stream: Stream, frame: Frame, now: float | None = None) -> None:
         """A frame of ``stream`` arrived (at ``now``, monotonic; default: the present)."""
@@ -175,9 +185,9 @@ class Pairer:
                      if silent[role] >= (self.stall_s if self.last_arrival[role] is not None
                                          else max(self.stall_s, STARTUP_GRACE_S)))
 
-    def update(self, now: float | None = None) -> PairingStatus:
-        """The status at ``now``; a camera going silent or coming back is logged once, as it happens."""
-        now = time.monotonic() if now is None else now
+    def update(self, now: float | None = None) -> None:
+        """Log a camera going silent or coming back, once, as it happens (call it often)."""
+        now = self._now(now)
         stalled = self._stalled(self.silent_s(now))
         if stalled != self.stalled:
             for role in stalled:
@@ -191,10 +201,9 @@ class Pairer:
                     LOG.info(f"{role}: frames again after {gap:.1f} s; pairing "
                              f"{'still paused' if stalled else 'resumed'}")
             self.stalled = stalled
-        return self.status(now)
 
     def status(self, now: float | None = None) -> PairingStatus:
-        now = time.monotonic() if now is None else now
+        now = self._now(now)
         silent = self.silent_s(now)
         stalled = self._stalled(silent)
         message = None
@@ -354,6 +363,14 @@ class PairedSource:
         self._readers = [_LiveReader(s, self.pairer, ready, self._bad_frame) for s in (self.visible, self.infrared)]
         for reader in self._readers:
             reader.start()
+        try:
+            yield from self._pairs_as_they_come()
+        finally:
+            with ready:
+                self.pairer.finish()
+
+    def _pairs_as_they_come(self) -> Iterator[tuple[Frame, Frame]]:
+        ready = self._ready
         # Woken by every frame, and at least this often to notice a camera going silent.
         check_s = min(0.1, self.stall_s / 4)
         while True:
