@@ -23,7 +23,8 @@ from mrfs_edge.deploy import demo
 LOG = logging.getLogger(__name__)
 
 RUNS = Path("runs") / "runtime"
-JETSON_EXAMPLE = ("python3 runtime/run.py --model mrfs.engine --visible 'csi://0?width=1280&height=720&fps=30' "
+JETSON_EXAMPLE = ("python3 runtime/run.py --model build/mrfs_b0_mfnet_demo_480x640.int8.engine "
+                  "--visible 'csi://0?width=1280&height=720&fps=30' "
                   "--infrared 'v4l2:///dev/video1?format=Y16&fps=9' --max-skew-ms 20 --registration ir_to_vis.yaml "
                   "--output display://0 --output /data/drives/drive.avi --segment-s 60")
 
