@@ -158,9 +158,9 @@ def test_fp16_graph_counts_fp16_and_keeps_its_pinned_node_fp32():
     # An FP16 graph's FP32 parts are its pins: an --fp16 engine keeps them; an FP32 graph's become FP16.
     assert engine_split(split, "fp16") == split
     fp32 = precision_split(model)
-    assert engine_split(fp32, "best").macs["weighted"] == {"int8": 0, "fp16": 16 * 8 * 11, "fp32": 0}
-    assert engine_split(fp32, "best").bytes["weight"]["fp16"] == fp32.bytes["weight"]["fp32"] // 2
-    assert engine_split(fp32, "int8") == fp32
+    assert engine_split(fp32, "fp16").macs["weighted"] == {"int8": 0, "fp16": 16 * 8 * 11, "fp32": 0}
+    assert engine_split(fp32, "fp16").bytes["weight"]["fp16"] == fp32.bytes["weight"]["fp32"] // 2
+    assert engine_split(fp32, "fp32") == fp32
 
 
 def test_a_weight_behind_a_cast_is_weighted_and_runs_in_the_cast_precision():

@@ -7,6 +7,7 @@ the metadata entries), so no onnx package is needed.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,16 @@ def test_an_fp16_or_best_engine_runs_the_fp32_part_in_fp16() -> None:
     assert best.macs["weighted"] == {"int8": 12_810_000_000, "fp16": 5_080_000_000, "fp32": 0}
     assert best.bytes["boundary"] == {"int8": 200_000_000, "fp16": 595_000_000, "fp32": 0, "other": 0}
     assert engine_split(SPLIT, "int8") == SPLIT and engine_split(SPLIT, "fp32") == SPLIT
+
+
+def test_implicit_int8_from_a_graph_without_qdq_takes_every_matrix_op_as_int8() -> None:
+    fp32 = replace(SPLIT, macs={"weighted": {"int8": 0, "fp16": 0, "fp32": 17_890_000_000},
+                                "attention": {"int8": 0, "fp16": 0, "fp32": 5_710_000_000}}, has_qdq=False)
+    implicit = engine_split(fp32, "int8")
+    assert implicit.macs["weighted"] == {"int8": 17_890_000_000, "fp16": 0, "fp32": 0}
+    assert implicit.bytes == fp32.bytes                           # tensors stay as the graph stores them
+    assert engine_split(fp32, "best").bytes == fp32.fp16_fallback().bytes
+    assert engine_split(fp32, "fp32") == fp32
 
 
 def test_floors_per_jetson_and_the_summary_lines() -> None:

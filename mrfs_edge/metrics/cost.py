@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from mrfs_edge.core.onnx_scan import OnnxScan, scan_onnx
@@ -441,9 +441,16 @@ def engine_split(split: PrecisionSplit, precision: str) -> PrecisionSplit:
 
     fp16 and best let TensorRT run an FP32-typed graph's FP32 layers in FP16
     (``PrecisionSplit.fp16_fallback``); an FP16 graph's FP32 parts are its pins and stay FP32;
-    fp32 and int8 (INT8 layers, FP32 elsewhere) run the graph's own precisions.
+    fp32 and int8 (INT8 layers, FP32 elsewhere) run a Q/DQ graph's own precisions. int8 or best
+    from a graph without Q/DQ is implicit quantisation: TensorRT picks each layer's precision at
+    build time from its calibrator's ranges, so the split takes every matrix op as INT8 (the
+    fastest it can choose: the floor stays a floor) and the tensors as the graph (or FP16) stores them.
     """
-    return split.fp16_fallback() if precision in ("fp16", "best") and not split.is_fp16 else split
+    result = split.fp16_fallback() if precision in ("fp16", "best") and not split.is_fp16 else split
+    if precision in ("int8", "best") and not split.has_qdq:
+        macs = {kind: {"int8": sum(tally.values()), "fp16": 0, "fp32": 0} for kind, tally in result.macs.items()}
+        result = replace(result, macs=macs)
+    return result
 
 
 def cost_of_onnx(path: str | os.PathLike[str]) -> PrecisionSplit | None:
