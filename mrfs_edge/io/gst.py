@@ -226,8 +226,9 @@ class GstSource(Source):
 
     ``pipeline`` is gst-launch text; without an appsink at its end one is appended that asks
     videoconvert for the role's layout (RGB visible, 8/16-bit grey infrared). A user's appsink
-    keeps its caps, or is given :data:`PIXEL_FORMATS` (what this class converts), and gets :data:`APPSINK_MAX_BUFFERS` and
-    ``sync=false``. ``properties`` are set on named elements after parsing (URLs, devices).
+    keeps its caps, or is given :data:`PIXEL_FORMATS` (what this class converts), and gets
+    :data:`APPSINK_MAX_BUFFERS` and ``sync=false``. ``properties`` are set on named elements
+    after parsing (URLs, devices).
     ``live`` is decided from the pipeline when ``None``.
 
     The pipeline is parsed at construction, so a typo or a missing plugin is a one-line error
