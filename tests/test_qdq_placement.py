@@ -219,3 +219,37 @@ def test_each_placement_rule_flags_a_graph_that_breaks_it():
     assert any("concat: Concat inputs" in v for v in trt_rule_violations(one_side))
     shared = _with_qdq(_with_qdq(qdq, "u", "concat", 0, 0.1), "v", "concat", 1, 0.1)
     assert not any("concat" in v for v in trt_rule_violations(shared))    # one shared scale is fine
+
+
+def _concat_conv(shared: bool = False) -> onnx.ModelProto:
+    """u, 10·v → Concat → 3×3 Conv with bias → y (and, if ``shared``, the Concat read by a Relu too)."""
+    nodes = [helper.make_node("Concat", ["u", "v"], ["uv"], name="concat", axis=1),
+             helper.make_node("Conv", ["uv", "w", "bias"], ["y"], name="head/CNN_fuse/Conv", pads=[1, 1, 1, 1])]
+    outputs = [("y", [1, 3, 4, 4])]
+    if shared:
+        nodes.append(helper.make_node("Relu", ["uv"], ["r"], name="relu"))
+        outputs.append(("r", [1, 4, 4, 4]))
+    return _model(nodes, [("u", [1, 2, 4, 4]), ("v", [1, 2, 4, 4])], outputs,
+                  [_weight("w", 3, 4, 3, 3), _weight("bias", 3)])
+
+
+def test_a_conv_over_a_concat_is_split_by_branch_exactly_and_each_branch_gets_its_own_scale():
+    from mrfs_edge.calibration.branches import concat_convs, split_concat_convs
+
+    fp32 = _concat_conv()
+    assert concat_convs(fp32) == ["head/CNN_fuse/Conv"] and concat_convs(_concat_conv(shared=True)) == []
+    split = split_concat_convs(fp32)
+    onnx.checker.check_model(split)
+    assert [n.op_type for n in split.graph.node] == ["Conv", "Conv", "Add"]
+    assert all(n.name.startswith("head/CNN_fuse/Conv/") for n in split.graph.node)   # same network block
+    reference = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"])
+    rewritten = ort.InferenceSession(split.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(rewritten.run(None, HEAD_FEED)[0], reference.run(None, HEAD_FEED)[0], atol=1e-5)
+    qdq = build_qdq(split, _amax(split, HEAD_FEED))
+    assert trt_rule_violations(qdq) == []
+    u_scale = _scale(qdq, _node(qdq, "head/CNN_fuse/Conv/branch0").input[0])
+    v_scale = _scale(qdq, _node(qdq, "head/CNN_fuse/Conv/branch1").input[0])
+    assert v_scale > 5 * u_scale                                          # one concat scale would be v's
+    assert residual_adds(split) == [("head/CNN_fuse/Conv/sum1", "head/CNN_fuse/Conv/branch1", 1)]
+    assert _quantised_input(qdq, "head/CNN_fuse/Conv/sum1", 1) == "head/CNN_fuse/Conv/branch0/output"
+    assert trt_rule_violations(strip_qdq(qdq, {"head/CNN_fuse/Conv/branch0"})) == []

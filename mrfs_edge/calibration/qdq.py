@@ -316,15 +316,22 @@ def strip_qdq(model: onnx.ModelProto, keep: set[str]) -> onnx.ModelProto:
     """A copy of ``model`` where only nodes in ``keep`` read through Q/DQ pairs.
 
     Every other consumer of a DequantizeLinear is rewired to the tensor before the matching
-    QuantizeLinear; Q/DQ nodes left without consumers are removed. An Add fed directly by a
-    kept layer keeps its quantised residual input (TensorRT fuses it into that layer).
+    QuantizeLinear; Q/DQ nodes left without consumers are removed. An Add fed by a kept layer
+    (directly, or through a Q/DQ pair) keeps its quantised inputs: TensorRT fuses it into a
+    layer with the other input as the quantised residual.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     producer = {o: n for n in graph.node for o in n.output}
-    fused = {n.name for n in graph.node if n.op_type == "Add"
-             and any(producer.get(i) is not None and producer[i].name in keep for i in n.input)}
+
+    def from_kept(tensor: str) -> bool:
+        node = producer.get(tensor)
+        if node is not None and node.op_type == "DequantizeLinear" and producer.get(node.input[0]) is not None:
+            node = producer.get(producer[node.input[0]].input[0])   # behind Q/DQ: the layer that made it
+        return node is not None and node.name in keep
+
+    fused = {n.name for n in graph.node if n.op_type == "Add" and any(from_kept(i) for i in n.input)}
     for node in graph.node:
         if node.name in keep or node.name in fused or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
