@@ -13,7 +13,8 @@ form                                  role      options (query string, typed her
 ``clip.mp4`` (``.avi .mkv …``)        both      as above
 ``v4l2:///dev/video0``, ``/dev/…``    source    ``format`` (FourCC), ``width``, ``height``, ``fps``
 ``csi://0``                           source    ``width``, ``height``, ``fps`` (integer), ``flip`` 0–7
-``gst://<pipeline>``                  source    none: the pipeline is passed verbatim
+``gst://<pipeline>``                  source    none: the pipeline is passed verbatim (an
+                                                  appsink is appended unless it ends in one)
 ``rtsp://user:pass@host/…`` (also     source    none: the query belongs to the server
 ``rtsps http https rtmp``)
 ``display://0`` or ``display``        sink      none
