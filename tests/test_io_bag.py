@@ -59,11 +59,11 @@ def visible_image(k: int) -> np.ndarray:
 
 
 def write_mcap(path: Path, visible: str = "rgb8", infrared: str = "mono16", chunk_size: int = 1 << 20,
-               spoil: int | None = None) -> Path:
+               spoil: int | None = None, vis_stamps: list[int] = VIS_STAMPS, ir_stamps: list[int] = IR_STAMPS) -> Path:
     """A drive: 30 fps colour (raw ``visible`` encoding or ``jpeg``; frame ``spoil``'s JPEG replaced by
     garbage) and 9 fps thermal, in log-time order."""
     messages = []
-    for k, stamp in enumerate(VIS_STAMPS):
+    for k, stamp in enumerate(vis_stamps):
         image = visible_image(k)
         if visible == "jpeg":
             jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
@@ -71,7 +71,7 @@ def write_mcap(path: Path, visible: str = "rgb8", infrared: str = "mono16", chun
         else:
             body = raw(image[..., ::-1] if visible == "bgr8" else image, visible, stamp)
         messages.append((stamp + VIS_LATENCY, VIS, "jpeg" if visible == "jpeg" else "raw", body))
-    for j, stamp in enumerate(IR_STAMPS):
+    for j, stamp in enumerate(ir_stamps):
         value = 1000 + j if infrared == "mono16" else j
         image = np.full((H, W), value, np.uint16 if infrared == "mono16" else np.uint8)
         messages.append((stamp + IR_LATENCY, IR, "raw", raw(image, infrared, stamp)))
@@ -129,6 +129,15 @@ def test_mcap_replays_30_and_9_fps_topics_into_pairs_by_header_stamp(drive: Path
     assert visible.image.flags.writeable and infrared.image.flags.writeable
 
 
+def test_a_thermal_frame_pairs_with_the_nearer_colour_frame_read_after_it(tmp_path: Path) -> None:
+    """Colour at 0, 33, 67, 100 and 133 ms, thermal at 118 ms: 100 is within the tolerance (18 ms)
+    but 133 is nearer (15 ms); the replay must read 133 before it pairs."""
+    ms = 1_000_000
+    vis = [T0 + round(k * 1e9 / 30) for k in range(5)]
+    path = write_mcap(tmp_path / "one.mcap", vis_stamps=vis, ir_stamps=[T0 + 118 * ms])
+    assert [identify(p) for p in pairs_of(f"bag://{path}?visible={VIS}&infrared={IR}")] == [(4, 0)]
+
+
 def test_stamp_log_pairs_by_the_recorders_receive_time(drive: Path) -> None:
     """Thermal arrives 40 ms later than colour: by log time its pairs shift by about one colour frame."""
     pairs = pairs_of(f"bag://{drive}?visible={VIS}&infrared={IR}&stamp=log")
@@ -174,6 +183,20 @@ def test_raw_encodings_decode_to_the_roles_layouts() -> None:
             assert thermal.dtype == np.uint16 and np.array_equal(thermal, grey16)
     assert np.array_equal(decode_image(message(rgb, "rgb8"), image, "infrared", "t"),
                           cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def test_compressed_16_bit_png_thermal_stays_16_bit() -> None:
+    grey16 = np.random.default_rng(2).integers(0, 65536, (6, 9), dtype=np.uint16)
+    png = SimpleNamespace(format="mono16; png compressed", data=cv2.imencode(".png", grey16)[1].tobytes())
+    thermal = decode_image(png, "sensor_msgs/msg/CompressedImage", "infrared", "t")
+    assert thermal.dtype == np.uint16 and np.array_equal(thermal, grey16)
+    colour = np.random.default_rng(3).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    png = SimpleNamespace(format="bgr8; png compressed bgr8", data=cv2.imencode(".png", colour)[1].tobytes())
+    assert np.array_equal(decode_image(png, "sensor_msgs/msg/CompressedImage", "visible", "t"), colour[..., ::-1])
+    assert decode_image(png, "sensor_msgs/msg/CompressedImage", "infrared", "t").shape == (6, 9)
+    depth = SimpleNamespace(format="16UC1; compressedDepth png", data=b"\0" * 12)
+    with pytest.raises(SourceError, match="unsupported compressed format '16UC1; compressedDepth png'"):
+        decode_image(depth, "sensor_msgs/msg/CompressedImage", "infrared", "t")
 
 
 def test_bad_encodings_and_data_are_one_line_errors() -> None:

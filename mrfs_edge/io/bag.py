@@ -393,9 +393,9 @@ class BagPairedSource(PairedSource):
     """The visible and infrared topics of one recording, paired by recorded capture time.
 
     Each topic is read by its own reader, always the one that is behind, so both are replayed in
-    step however their rates differ (30 fps colour, 9 fps thermal) and memory holds only the
-    frames within the tolerance of the other topic's next frame. The pairs themselves are the
-    live pairing's (:meth:`~mrfs_edge.io.pairing.Pairer.take`): within the maximum skew, closest
+    step however their rates differ (30 fps colour, 9 fps thermal) and memory holds about two
+    frames per topic. The pairs themselves are the live pairing's
+    (:meth:`~mrfs_edge.io.pairing.Pairer.take`): within the maximum skew, closest
     first, no frame used twice, unpaired frames counted per camera and skew percentiles kept, so
     :meth:`status` and the run log read as for cameras. A replay is not live: every pair is
     processed, none dropped.
@@ -420,15 +420,13 @@ class BagPairedSource(PairedSource):
             stream.frames.append(frame)
 
     def _needs_frames(self, stream: _Stream, other: _Stream) -> bool:
-        """More of ``stream`` is needed to pair ``other``'s next frame: fewer than two frames (no
-        look-ahead), or none yet past that frame's time plus the tolerance."""
-        if stream.ended:
-            return False
-        if len(stream.frames) < 2:
-            return bool(other.frames) or not other.ended
-        if not other.frames:
-            return False
-        return stream.frames[-1].timestamp_s <= other.frames[0].timestamp_s + self.tolerance_s
+        """``stream`` needs a frame: it holds fewer than two while ``other`` may still be paired.
+
+        With :meth:`_drop_passed` this reads each topic up to its first frame past the other's
+        next one, so the frame nearest that one is one of the two at the front of its deque: what
+        :func:`~mrfs_edge.io.pairing.take_pair` needs to choose it.
+        """
+        return not stream.ended and len(stream.frames) < 2 and (bool(other.frames) or not other.ended)
 
     def _count_unpaired(self, stream: _Stream, frames: int) -> None:
         with self._ready:                # status() reads the pairer from other threads
