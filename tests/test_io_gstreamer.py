@@ -166,7 +166,7 @@ def test_a_missing_camera_device_is_a_one_line_error_at_open(gstreamer):
     assert "/dev/video99" in str(exc.value)
 
 
-def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer):
+def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer, caplog):
     """One frame every 10 s: a reader blocked on the second returns once the source is interrupted."""
     source = open_source(f"gst://videotestsrc is-live=true ! video/x-raw, {SIZE}, framerate=1/10")
     frames, first = [], threading.Event()
@@ -182,6 +182,7 @@ def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer):
     source.interrupt()
     reader.join(timeout=5)
     assert not reader.is_alive() and len(frames) == 1
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]     # a stop is no disconnect to report
 
 
 def test_without_the_binding_csi_says_what_to_install(monkeypatch):

@@ -152,6 +152,8 @@ class Source(ABC):
 
     def _reconnect(self) -> np.ndarray | None:
         for attempt in range(1, self.retries + 1):
+            if self._closing.is_set():      # stopped (interrupt): no frame is expected, nothing to report
+                return None
             delay = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
             LOG.warning("%s: no frame (camera disconnected?); reconnecting in %.1fs (attempt %d/%d)",
                         redact(self.uri), delay, attempt, self.retries)
