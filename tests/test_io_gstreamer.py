@@ -166,8 +166,10 @@ def test_a_missing_camera_device_is_a_one_line_error_at_open(gstreamer):
     assert "/dev/video99" in str(exc.value)
 
 
-def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer, caplog):
-    """One frame every 10 s: a reader blocked on the second returns once the source is interrupted."""
+@pytest.mark.parametrize("stop", ["interrupt", "close"])
+def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer, caplog, stop):
+    """One frame every 10 s: a reader waiting for the second returns once the source is
+    interrupted, or closed from another thread (which releases the pipeline under the reader)."""
     source = open_source(f"gst://videotestsrc is-live=true ! video/x-raw, {SIZE}, framerate=1/10")
     frames, first = [], threading.Event()
 
@@ -179,7 +181,7 @@ def test_stop_returns_while_a_live_camera_is_between_frames(gstreamer, caplog):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert first.wait(10)
-    source.interrupt()
+    getattr(source, stop)()
     reader.join(timeout=5)
     assert not reader.is_alive() and len(frames) == 1
     assert not [r for r in caplog.records if r.levelname == "WARNING"]     # a stop is no disconnect to report

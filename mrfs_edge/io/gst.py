@@ -344,23 +344,27 @@ class GstSource(Source):
         return f"{name}: {_one_line(error.message)}{detail}"
 
     def _grab(self) -> np.ndarray | None:
-        if self._sink is None:
+        # Local references: a close() from another thread (after interrupt()) may release meanwhile.
+        pipeline, sink, bus = self._pipeline, self._sink, self._bus
+        if pipeline is None:
             return None
         Gst = _modules["Gst"]
         timeout = self.first_frame_timeout_s if self._since_open == 0 else self.frame_timeout_s
         deadline = time.monotonic() + timeout
         while not self._closing.is_set():
-            sample = self._sink.try_pull_sample(int(POLL_S * Gst.SECOND))
+            sample = sink.try_pull_sample(int(POLL_S * Gst.SECOND))
             if sample is not None:
-                image = self._image(sample)
+                image = self._image(sample, pipeline)
                 self._delivered = True
                 self._since_open += 1
                 return image
-            problem = self._bus_problem(self._bus)
+            if self._closing.is_set():     # stopping: a flushing pipeline's EOS or error is no dropout
+                return None
+            problem = self._bus_problem(bus)
             if problem is not None:
                 self._ended(f"GStreamer error from {problem}", error=True)
                 return None
-            if self._sink.is_eos():
+            if sink.is_eos():
                 self._ended("end of stream", error=False)
                 return None
             if time.monotonic() > deadline:
@@ -376,7 +380,7 @@ class GstSource(Source):
         elif error:
             raise SourceError(f"{self._shown}: {why}")
 
-    def _image(self, sample: Any) -> np.ndarray:
+    def _image(self, sample: Any, pipeline: Any) -> np.ndarray:
         """The sample's pixels in the role's layout; its capture (live) or stream time kept for the frame."""
         Gst, GstVideo = _modules["Gst"], _modules["GstVideo"]
         structure = sample.get_caps().get_structure(0)
@@ -388,7 +392,7 @@ class GstSource(Source):
             ok, num, den = structure.get_fraction("framerate")
             self.fps = num / den if ok and num > 0 and den > 0 else IMAGE_SEQUENCE_FPS
         buffer = sample.get_buffer()
-        self._stamp(sample, buffer)
+        self._stamp(sample, buffer, pipeline)
         size, channel_order = PIXEL_FORMATS[fmt]
         meta = GstVideo.buffer_get_video_meta(buffer)
         offset, stride = (meta.offset[0], meta.stride[0]) if meta is not None else (0, buffer.get_size() // height)
@@ -421,7 +425,7 @@ class GstSource(Source):
             raise SourceError(f"{self._shown}: visible frames are 16-bit grey; expected colour")
         return np.repeat(image[:, :, None], 3, axis=2)
 
-    def _stamp(self, sample: Any, buffer: Any) -> None:
+    def _stamp(self, sample: Any, buffer: Any, pipeline: Any) -> None:
         """Capture time (live: base time + running time on the pipeline clock, as monotonic seconds)
         or stream time (files) of the buffer; the moment of pulling when it has no timestamp."""
         Gst = _modules["Gst"]
@@ -433,12 +437,12 @@ class GstSource(Source):
         if not self.live:
             self._position = segment.to_stream_time(Gst.Format.TIME, pts) / Gst.SECOND
             return
-        clock = self._pipeline.get_clock()
+        clock = pipeline.get_clock()
         if self._clock_offset_s is None:
             monotonic = isinstance(clock, Gst.SystemClock) and clock.get_property("clock-type") == Gst.ClockType.MONOTONIC
             self._clock_offset_s = 0.0 if monotonic or clock is None else time.monotonic() - clock.get_time() / Gst.SECOND
         running = segment.to_running_time(Gst.Format.TIME, pts)
-        self._stamp_s = (self._pipeline.get_base_time() + running) / Gst.SECOND + self._clock_offset_s
+        self._stamp_s = (pipeline.get_base_time() + running) / Gst.SECOND + self._clock_offset_s
 
     def _capture_time_s(self) -> float:
         return self._stamp_s
