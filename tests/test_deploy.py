@@ -33,9 +33,10 @@ class _Calibration:
 
     count: int = 16
     method: str = "percentile"
-    quantizer: str = "ort"
+    quantizer: str = "builtin"
     mixed_precision: bool = True
     sensitivity_pairs: int = 4
+    quantize_attention: bool = False
     budget: Budget = dataclasses.field(default_factory=Budget)
 
 
@@ -49,7 +50,7 @@ def _file(path: Path, data: bytes) -> Path:
 
 EXPORT_CHANGES = {"height": 512, "width": 704, "batch": 2, "opset": 16, "dynamic": "batch", "min_shape": (1, 256, 320),
                   "opt_shape": (1, 480, 640), "max_shape": (4, 480, 640), "seg_output": "labels", "uint8_io": True,
-                  "ir_channels": 3, "trt_compat": "10", "simplify": False}
+                  "ir_channels": 3, "trt_compat": "10", "simplify": False, "rewrite": False}
 
 
 def test_every_export_option_that_shapes_the_graph_changes_the_fp32_key(tmp_path):
@@ -76,11 +77,13 @@ def test_every_calibration_setting_and_pair_file_changes_the_qdq_key(tmp_path):
         return QdqGraph(onnx, calib, config or _Calibration(), held_out).key().digest
 
     base = key()
-    changes = {"count": 2, "method": "max", "quantizer": "modelopt", "mixed_precision": False, "sensitivity_pairs": 2}
+    changes = {"count": 2, "method": "max", "quantizer": "modelopt", "mixed_precision": False, "sensitivity_pairs": 2,
+               "quantize_attention": True}
     assert set(changes) | {"budget"} == {f.name for f in dataclasses.fields(_Calibration)}
     for name, value in changes.items():
         assert key(_Calibration(**{name: value})) != base, name
-    for name in ("min_agreement", "min_psnr", "min_int8_mac_fraction", "agreement_margin", "psnr_margin"):
+    for name in ("min_agreement", "min_psnr", "max_miou_drop", "min_int8_mac_fraction", "agreement_margin",
+                 "psnr_margin"):
         budget = Budget(**{name: getattr(Budget(), name) / 2})
         assert key(_Calibration(budget=budget)) != base, f"budget.{name}"
     assert key(held_out=PairFolder(pairs, SAMPLES / "eval.txt")) != base
@@ -169,7 +172,7 @@ def test_the_record_is_plain_json_beside_the_file(tmp_path):
 
 # ---- the real entry points ----------------------------------------------------------------------
 
-CHEAP = ["--calib-count", "2", "--quantizer", "ort", "--no-mixed-precision"]
+CHEAP = ["--calib-count", "2", "--quantizer", "builtin", "--no-mixed-precision"]
 
 
 def _calibrations(monkeypatch) -> list[str]:
@@ -227,7 +230,7 @@ def test_benchmark_qdq_row_recalibrates_when_its_calibration_config_changes(tmp_
         files = ModelFiles(Path("unused.pth"), 480, 640, tmp_path / "models", onnx=demo_onnx, calibration=config)
         return files.path_for(MODES["onnxruntime-int8"])
 
-    cheap = {"count": 2, "quantizer": "ort", "mixed_precision": False}
+    cheap = {"count": 2, "quantizer": "builtin", "mixed_precision": False}
     path = qdq_for(CalibrationConfig(method="max", **cheap))
     assert qdq_for(CalibrationConfig(method="max", **cheap)) == path and calls == ["max"]
     assert f"reusing {path}" in caplog.text

@@ -179,6 +179,8 @@ def test_dynamic_height_width(exported, checkpoints, models) -> None:
     assert dims["visible"] == [1, 3, "height", "width"] and dims["infrared"] == [1, 1, "height", "width"]
     assert dims["seg_logits"] == [1, 9, "height", "width"]
     assert result.contract.dynamic == {"height": [128, 256, 256], "width": [160, 320, 320]}
+    # Counted at its optimum shape, the dynamic graph costs what the static one does.
+    assert result.cost == exported("b0_256x320", height=256, width=320).cost and result.cost.graph_gmacs > 0
     model = torch_model(checkpoints, models, "b0")
     for height, width in ((256, 320), (480, 640), (128, 160)):
         assert_matches_torch(result.path, model, 1, height, width)

@@ -35,6 +35,7 @@ class ExportOptions:
     ir_channels: Literal[1, 3] = 1
     trt_compat: TrtCompat | None = None      # "8.5" also lowers the opset to 16 (no LayerNormalization)
     simplify: bool = True
+    rewrite: bool = True                     # export the exact deploy form (model.deploy_form); False: the literal graph
     tolerance: float = 1e-3                  # max |Δ| allowed between ONNX Runtime and PyTorch
     min_agreement: float = 0.999             # argmax agreement floor of the parity check
     parity_pairs: int = 4                    # bundled/held-out pairs used by the parity check

@@ -11,7 +11,7 @@ from mrfs_edge.core.export_options import ExportOptions, parse_shape
 
 _LAZY = ("ExportResult", "build_contract", "export_onnx")
 
-__all__ = ["ExportOptions", "ExportResult", "export_onnx", "build_contract", "parse_shape"]
+__all__ = ["ExportOptions", "ExportResult", "build_contract", "export_onnx", "parse_shape"]
 
 
 def __getattr__(name: str) -> Any:

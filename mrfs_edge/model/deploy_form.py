@@ -15,6 +15,9 @@ exported deploy graph with the literal network on every export):
 - **One infrared channel.** The authors replicate the grey infrared image to three channels, so
   the infrared stream's first convolution and ``CNN_fuse``'s first convolution see three equal
   channels: their weights are summed over those channels and the graph takes one.
+- **Attention scale.** ``softmax(q·kᵀ·d^-½)``: the ``d^-½`` is folded into the query projection's
+  weights, removing a multiplication over every attention matrix (no multiply-adds, but those
+  are the largest tensors of the network: memory traffic).
 - **BatchNorm** of every PointConv and of ``CNN_fuse`` is folded into its convolution (the
   exporter does this too; folding here makes quantisation-aware training see the deploy graph).
 
@@ -34,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from mrfs_edge.model.heads import FusionHead, PointConv, SegFormerHead, resize
-from mrfs_edge.model.interaction import PCAttention, ResidualCrossAttention
-from mrfs_edge.model.mit import ReducedKeyValueAttention, map_to_tokens, multi_head_attention, tokens_to_map
+from mrfs_edge.model.interaction import PCAttention, ResidualCrossAttention, ResidualSelfAttention
+from mrfs_edge.model.mit import EfficientSelfAttention, ReducedKeyValueAttention, map_to_tokens, tokens_to_map
 from mrfs_edge.model.network import MRFS, DualMiTEncoder
 from mrfs_edge.model.variants import FUSION_HEAD_WIDTH, ModelConfig
 
@@ -44,21 +47,76 @@ IrChannels = Literal[1, 3]
 _FUSE_IR_START = 8 * FUSION_HEAD_WIDTH + 3
 
 
-class UnprojectedCrossAttention(ReducedKeyValueAttention):
-    """PC-Att's last cross-attention up to its residual sum, ``attn + first``: its ``proj`` is folded
-    into the segmentation head, the only consumer of its output."""
+def unscaled_attention(q: Tensor, kv: Tensor, num_heads: int, dim: int) -> Tensor:
+    """:func:`~mrfs_edge.model.mit.multi_head_attention` with its ``d^-½`` already in ``q``.
 
-    def __init__(self, source: ResidualCrossAttention) -> None:
-        super().__init__()
-        self.dim, self.num_heads = source.dim, source.num_heads
-        self.q1, self.kv2 = source.q1, source.kv2
+    The deploy form scales the query projection instead, which saves one multiplication over
+    every N×heads×L×S attention matrix (at stride 4 the largest tensors of the network).
+    """
+    n = q.shape[0]
+    head_dim = dim // num_heads
+    q = q.reshape(n, -1, num_heads, head_dim).permute(0, 2, 1, 3)
+    kv = kv.reshape(n, -1, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    attn = (q @ kv[0].transpose(-2, -1)).softmax(dim=-1)
+    return (attn @ kv[1]).transpose(1, 2).reshape(n, -1, dim)
+
+
+def _scaled_query(query: nn.Linear, num_heads: int) -> nn.Linear:
+    """``query`` times ``head_dim^-½``, the attention scale, as one Linear."""
+    scale = (query.out_features // num_heads) ** -0.5
+    scaled = copy.deepcopy(query)
+    scaled.weight.copy_((query.weight.double() * scale).to(query.weight.dtype))
+    if query.bias is not None:
+        scaled.bias.copy_((query.bias.double() * scale).to(query.bias.dtype))
+    return scaled
+
+
+class _DeployAttention(ReducedKeyValueAttention):
+    def _share_reduction(self, source: ReducedKeyValueAttention) -> None:
         self.sr_ratio = source.sr_ratio
         if source.sr_ratio > 1:
             self.sr, self.norm = source.sr, source.norm
 
+
+class DeploySelfAttention(_DeployAttention):
+    """MiT's and PC-Att's self-attention with the attention scale folded into ``q``.
+
+    ``residual`` (PC-Att) adds the input before the output projection: ``proj(attn + x)``.
+    """
+
+    def __init__(self, source: EfficientSelfAttention | ResidualSelfAttention) -> None:
+        super().__init__()
+        self.dim, self.num_heads = source.dim, source.num_heads
+        self.residual = isinstance(source, ResidualSelfAttention)
+        self.q = _scaled_query(source.q, source.num_heads)
+        self.kv, self.proj = source.kv, source.proj
+        self._share_reduction(source)
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        kv = self.kv(self.reduce(x, height, width))
+        attended = unscaled_attention(self.q(x), kv, self.num_heads, self.dim)
+        return self.proj(attended + x if self.residual else attended)
+
+
+class DeployCrossAttention(_DeployAttention):
+    """PC-Att's cross-attention with the attention scale folded into ``q1``.
+
+    ``project=False`` stops at the residual sum ``attn + first``: for PC-Att's last
+    cross-attention, whose ``proj`` is folded into the segmentation head (its only consumer).
+    """
+
+    def __init__(self, source: ResidualCrossAttention, project: bool = True) -> None:
+        super().__init__()
+        self.dim, self.num_heads = source.dim, source.num_heads
+        self.q1 = _scaled_query(source.q1, source.num_heads)
+        self.kv2 = source.kv2
+        self.proj = source.proj if project else None
+        self._share_reduction(source)
+
     def forward(self, first: Tensor, second: Tensor, height: int, width: int) -> Tensor:
         kv = self.kv2(self.reduce(second, height, width))
-        return multi_head_attention(self.q1(first), kv, self.num_heads, self.dim) + first
+        attended = unscaled_attention(self.q1(first), kv, self.num_heads, self.dim) + first
+        return attended if self.proj is None else self.proj(attended)
 
 
 class DeployPCAttention(nn.Module):
@@ -66,8 +124,10 @@ class DeployPCAttention(nn.Module):
 
     def __init__(self, source: PCAttention) -> None:
         super().__init__()
-        self.SA_x1, self.CA_x1toX2, self.SA_x2 = source.SA_x1, source.CA_x1toX2, source.SA_x2
-        self.CA_x2toX1 = UnprojectedCrossAttention(source.CA_x2toX1)
+        self.SA_x1 = DeploySelfAttention(source.SA_x1)
+        self.CA_x1toX2 = DeployCrossAttention(source.CA_x1toX2)
+        self.SA_x2 = DeploySelfAttention(source.SA_x2)
+        self.CA_x2toX1 = DeployCrossAttention(source.CA_x2toX1, project=False)
 
     def forward(self, v: Tensor, t: Tensor) -> Tensor:
         height, width = v.shape[2], v.shape[3]
@@ -157,6 +217,10 @@ def to_deploy_form(model: MRFS, ir_channels: IrChannels = 1) -> DeployMRFS:
         backbone = source.backbone
         head_branches = _fold_segmentation_head(source.decode_head, list(backbone.PCASCs))
         backbone.PCASCs = nn.ModuleList(DeployPCAttention(pc) for pc in backbone.PCASCs)
+        for stage in range(1, 5):
+            for prefix in ("", "extra_"):
+                for block in getattr(backbone, f"{prefix}block{stage}"):
+                    block.attn = DeploySelfAttention(block.attn)
         if ir_channels == 1:
             backbone.extra_patch_embed1.proj = _sum_input_channels(backbone.extra_patch_embed1.proj, 0, 3)
         aux = source.aux_head

@@ -47,6 +47,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="8.5: decompose LayerNorm into primitive ops (JetPack 5 parsers)")
     g.add_argument("--no-simplify", dest="simplify", action="store_false",
                    help="keep the traced graph as it is (no onnxslim pass)")
+    g.add_argument("--no-rewrite", dest="rewrite", action="store_false",
+                   help="export the authors' network literally instead of its exact deploy form (segmentation "
+                        "head folded per branch, one infrared channel: about 20%% fewer multiply-adds for B0)")
     g.add_argument("--tolerance", type=positive_float, default=1e-3,
                    help="max |Δ| ONNX Runtime vs PyTorch (default 1e-3)")
     g.add_argument("--parity-data", type=readable_dir,
@@ -76,7 +79,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
                          dynamic=args.dynamic, min_shape=args.min_shape, opt_shape=args.opt_shape,
                          max_shape=args.max_shape, seg_output=args.seg_output, uint8_io=args.uint8_io,
                          ir_channels=args.ir_channels, trt_compat=args.trt_compat, simplify=args.simplify,
-                         tolerance=args.tolerance)
+                         rewrite=args.rewrite, tolerance=args.tolerance)
 
 
 def default_onnx_name(options: ExportOptions, checkpoint: Path) -> Path:
@@ -86,6 +89,7 @@ def default_onnx_name(options: ExportOptions, checkpoint: Path) -> Path:
     parts += ["labels"] if options.seg_output == "labels" else []
     parts += ["u8"] if options.uint8_io else []
     parts += [f"trt{options.trt_compat}"] if options.trt_compat else []
+    parts += [] if options.rewrite else ["literal"]
     return Path("build") / ("_".join(parts) + ".onnx")
 
 
