@@ -67,6 +67,27 @@ def test_a_users_appsink_keeps_its_caps_and_padded_rows_are_cut(gstreamer, fmt):
         assert np.all(image[:, :, 2] == 255) and np.all(image[:, :, :2] == 0)   # blue stays in the B channel
 
 
+def test_rows_laid_out_by_a_video_meta_are_read_at_its_offset_and_stride(gstreamer):
+    """Hardware converters (nvvidconv) hand out pitch-aligned rows described by a GstVideoMeta."""
+    source = open_source("gst://appsrc name=camera format=time "
+                         "caps=video/x-raw,format=RGB,width=5,height=3,framerate=30/1 ! appsink").open()
+    Gst, GstVideo = gst._modules["Gst"], gst._modules["GstVideo"]
+    offset, stride = 8, 32
+    pixels = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    raw = np.full(offset + 3 * stride, 0xEE, np.uint8)                  # padding that must not show
+    for row in range(3):
+        raw[offset + row * stride:offset + row * stride + 15] = pixels[row].ravel()
+    buffer = Gst.Buffer.new_wrapped(raw.tobytes())
+    buffer.pts, buffer.duration = 0, Gst.SECOND // 30
+    GstVideo.buffer_add_video_meta_full(buffer, GstVideo.VideoFrameFlags.NONE, GstVideo.VideoFormat.RGB, 5, 3, 1,
+                                        [offset, 0, 0, 0], [stride, 0, 0, 0])
+    camera = source._pipeline.get_by_name("camera")          # the running pipeline's appsrc
+    camera.emit("push-buffer", buffer)
+    camera.emit("end-of-stream")
+    frames = list(source)
+    assert len(frames) == 1 and np.array_equal(frames[0].image, pixels)
+
+
 def only_image(uri: str) -> np.ndarray:
     frames = list(open_source(uri, "infrared"))
     assert len(frames) == 1

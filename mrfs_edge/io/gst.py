@@ -382,7 +382,7 @@ class GstSource(Source):
 
     def _image(self, sample: Any, pipeline: Any) -> np.ndarray:
         """The sample's pixels in the role's layout; its capture (live) or stream time kept for the frame."""
-        Gst, GstVideo = _modules["Gst"], _modules["GstVideo"]
+        GstVideo = _modules["GstVideo"]
         structure = sample.get_caps().get_structure(0)
         fmt, width, height = structure.get_value("format"), structure.get_value("width"), structure.get_value("height")
         if fmt not in PIXEL_FORMATS:
@@ -396,20 +396,13 @@ class GstSource(Source):
         size, channel_order = PIXEL_FORMATS[fmt]
         meta = GstVideo.buffer_get_video_meta(buffer)
         offset, stride = (meta.offset[0], meta.stride[0]) if meta is not None else (0, buffer.get_size() // height)
-        ok, mapped = buffer.map(Gst.MapFlags.READ)
-        if not ok:
-            raise SourceError(f"{self._shown}: cannot map a GStreamer buffer for reading")
-        try:
-            data = np.frombuffer(mapped.data, np.uint8, count=stride * height, offset=offset)
-            rows = data.reshape(height, stride)[:, :width * size]
-            if size == 2:
-                image = np.array(rows).view("<u2").astype(np.uint16, copy=False).reshape(height, width)
-            elif size == 1:
-                image = np.array(rows).reshape(height, width)
-            else:
-                image = np.array(rows).reshape(height, width, size)
-        finally:
-            buffer.unmap(mapped)
+        # extract_dup: one copy as bytes on every PyGObject (MapInfo.data's type has varied between versions)
+        data = np.frombuffer(buffer.extract_dup(offset, stride * height), np.uint8)
+        rows = data.reshape(height, stride)[:, :width * size]
+        if size == 2:
+            image = np.array(rows).view("<u2").astype(np.uint16, copy=False).reshape(height, width)
+        else:
+            image = np.array(rows).reshape((height, width) if size == 1 else (height, width, size))
         return self._in_role_layout(image, fmt, channel_order)
 
     def _in_role_layout(self, image: np.ndarray, fmt: str, channel_order: str) -> np.ndarray:
