@@ -22,6 +22,7 @@ import pytest
 
 from mrfs_edge.backends.base import Runner
 from mrfs_edge.core.contract import ModelContract
+from mrfs_edge.core.errors import SourceError
 from mrfs_edge.io.factory import open_source
 from mrfs_edge.io.gst import GstSource, gstreamer_problem
 from mrfs_edge.io.pairing import PairedSource
@@ -155,6 +156,17 @@ def test_server_restart_mid_stream_is_reconnected_with_backoff(server, caplog):
     assert attempts and "reconnecting in 0.2s (attempt 1/8)" in attempts[0]
     assert all(f"in {0.2 * 2 ** i:.1f}s (attempt {i + 1}/8)" in text for i, text in enumerate(attempts))
     assert any("GStreamer error from" in r.getMessage() or "no frame for" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(60)
+def test_a_camera_that_never_answers_is_a_one_line_error_without_its_password(server):
+    closed_port = RtspServer().port                   # free, nothing listens: connection refused
+    url = f"rtsp://admin:secret@127.0.0.1:{closed_port}/test"
+    with pytest.raises(SourceError) as exc:
+        list(open_source(url))                        # an error before any frame: not a dropout, no retries
+    text = str(exc.value)
+    assert "\n" not in text and "secret" not in text
+    assert text.startswith(f"rtsp://admin:***@127.0.0.1:{closed_port}/test: GStreamer error from rtspsrc: ")
 
 
 class EchoRunner(Runner):

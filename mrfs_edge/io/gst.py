@@ -341,7 +341,7 @@ class GstSource(Source):
         name = "pipeline" if element is None else element.get_name()
         if element is not None and name == SOURCE_NAME and element.get_factory() is not None:
             name = element.get_factory().get_name()     # 'rtspsrc', not the name this module gave it
-        return f"{name}: {_one_line(error.message)}{detail}"
+        return redact(f"{name}: {_one_line(error.message)}{detail}")     # a camera's password may be quoted
 
     def _grab(self) -> np.ndarray | None:
         # Local references: a close() from another thread (after interrupt()) may release meanwhile.
