@@ -28,6 +28,7 @@ from mrfs_edge.train.fake_quant import (
     QuantLinear,
     TensorQuantizer,
     calibrate,
+    insert_attention_quant,
     insert_fake_quant,
     unquantized_layers,
 )
@@ -87,6 +88,24 @@ def test_every_weighted_layer_of_the_deploy_form_is_quantised(tmp_path) -> None:
     head = model.decode_head
     assert all(isinstance(getattr(head, f"linear_c{k}"), QuantConv2d) for k in range(1, 5))
     assert isinstance(model.backbone.block1[0].attn.q, QuantLinear)
+
+
+def test_attention_products_are_quantised_on_request(tmp_path) -> None:
+    model = to_deploy_form(load_checkpoint(write_checkpoint(tmp_path / "m.pth", B0_9, seed=1)))
+    insert_fake_quant(model)
+    reference = to_deploy_form(load_checkpoint(tmp_path / "m.pth"))
+    insert_fake_quant(reference)
+    attentions = insert_attention_quant(model)
+    assert len(attentions) == 32              # 2 streams × 2 blocks × 4 stages + 4 PC-Att × 4 stages
+    frame = (torch.rand(1, 3, *SIZE, generator=torch.Generator().manual_seed(0)),
+             torch.rand(1, 1, *SIZE, generator=torch.Generator().manual_seed(1)))
+    calibrate(model, [frame])
+    calibrate(reference, [frame])
+    products = [m.products for n, m in model.named_modules() if n in set(attentions)]
+    assert all(p.calls == 2 and all(torch.isfinite(q.amax) for q in p.operands) for p in products)
+    with torch.no_grad():
+        quantised, plain = model(*frame)[0], reference(*frame)[0]
+    assert 0 < (quantised - plain).abs().max() < 0.5 * plain.abs().max()   # rounded, not broken
 
 
 # --------------------------------------------------------------------------- a short run, exported
@@ -180,6 +199,7 @@ def test_export_is_a_trt_conformant_qdq_graph_that_onnx_runtime_runs_like_the_to
 @pytest.mark.parametrize(("extra", "message"), [
     (["--distill", "1"], "--distill needs --qat"),
     (["--calib-method", "max"], "--calib-method needs --qat"),
+    (["--quantize-attention"], "--quantize-attention needs --qat"),
     (["--qat", "--ship", "x.pth"], "--ship cannot be combined with --qat"),
     (["--qat", "--bf16"], "--bf16 cannot be combined with --qat"),
     (["--qat", "--eval-only"], "--eval-only cannot be combined with --qat"),

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--distill", type=float,
                    help="weight of the FP32 teacher term (KL of class probabilities + L1 of the fused image) "
                         "added to the authors' objective (default 0: their objective alone)")
+    q.add_argument("--quantize-attention", action="store_true",
+                   help="also both operands of every attention product (q·kᵀ, softmax·v) in INT8, "
+                        "as the Q/DQ graph's --quantize-attention")
     q.add_argument("--export", type=writable_file, metavar="PATH",
                    help="the fine-tuned Q/DQ ONNX (default OUT_DIR/qat.int8.onnx; the calibrated state "
                         "before fine-tuning goes to OUT_DIR/ptq.int8.onnx)")
@@ -129,6 +132,7 @@ def resolve_defaults(args: argparse.Namespace) -> None:
             LOG.info(f"--qat without --init: fine-tuning the bundled demo model {DEMO_CHECKPOINT.name}")
     else:
         given = [f"--{name.replace('_', '-')}" for name in QAT_ONLY if getattr(args, name) is not None]
+        given += ["--quantize-attention"] if args.quantize_attention else []
         if given:
             raise ArgumentCheckError(f"{given[0]} needs --qat")
     for name, value in (QAT_DEFAULTS if args.qat else TRAIN_DEFAULTS).items():

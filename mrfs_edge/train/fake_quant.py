@@ -25,9 +25,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from mrfs_edge.model.deploy_form import DeploySegHead
 from mrfs_edge.model.heads import resize
+from mrfs_edge.model.mit import ReducedKeyValueAttention
 from mrfs_edge.train.qat_options import CALIB_METHODS, PERCENTILE, CalibMethod
 
 LOG = logging.getLogger(__name__)
@@ -177,6 +179,64 @@ def insert_fake_quant(model: nn.Module) -> list[str]:
             module.residual_quantizer = TensorQuantizer().to(module.linear_c1.weight.device)
     LOG.debug(f"fake quantisation on {len(replaced)} weighted layers")
     return replaced
+
+
+class AttentionProducts(nn.Module):
+    """The four INT8 inputs of one attention's two products: ``q·kᵀ`` and ``softmax(·)·v``.
+
+    The products are computed inside :func:`mrfs_edge.model.mit.multi_head_attention`, a function
+    every attention module calls, not a module that could be swapped; so while the attention
+    module runs, a :class:`~torch.overrides.TorchFunctionMode` quantises both operands of each
+    ``a @ b`` it evaluates (the operator form: its projections, :class:`QuantLinear`, use
+    ``torch.matmul`` and are left alone). The first product gets quantizers 0 and 1, the second
+    2 and 3, in the order the function computes them; that is also where the Q/DQ graph's
+    ``--quantize-attention`` puts its pairs (both inputs of every MatMul of two activations).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operands = nn.ModuleList(TensorQuantizer() for _ in range(4))
+        self.calls = 0
+
+
+class _QuantizedProducts(TorchFunctionMode):
+    def __init__(self, products: AttentionProducts) -> None:
+        super().__init__()
+        self.products = products
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is Tensor.matmul and self.products.calls < 2:   # how `a @ b` reaches a mode
+            first = 2 * self.products.calls
+            self.products.calls += 1
+            a, b = args
+            args = (self.products.operands[first](a), self.products.operands[first + 1](b))
+        return func(*args, **kwargs)
+
+
+def insert_attention_quant(model: nn.Module) -> list[str]:
+    """Quantise both operands of every attention product of ``model``; returns the attention modules' names."""
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, ReducedKeyValueAttention):
+            continue
+        module.products = AttentionProducts().to(next(module.parameters()).device)
+        module.register_forward_pre_hook(_enter_products)
+        module.register_forward_hook(_leave_products)
+        names.append(name)
+    return names
+
+
+def _enter_products(module: nn.Module, _inputs: object) -> None:
+    module.products.calls = 0
+    module._products_mode = _QuantizedProducts(module.products)
+    module._products_mode.__enter__()
+
+
+def _leave_products(module: nn.Module, _inputs: object, _output: object) -> None:
+    module._products_mode.__exit__(None, None, None)
+    if module.products.calls != 2:
+        raise RuntimeError(f"{type(module).__name__}: {module.products.calls} attention products seen, expected 2")
 
 
 def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

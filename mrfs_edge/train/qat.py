@@ -36,7 +36,13 @@ from mrfs_edge.model.deploy_form import to_deploy_form
 from mrfs_edge.processing.preprocess import to_network_inputs
 from mrfs_edge.train.augment import AugmentConfig, augment
 from mrfs_edge.train.distributed import ProcessContext, barrier, wrap_model
-from mrfs_edge.train.fake_quant import CalibMethod, calibrate, insert_fake_quant, quantized_layers
+from mrfs_edge.train.fake_quant import (
+    CalibMethod,
+    calibrate,
+    insert_attention_quant,
+    insert_fake_quant,
+    quantized_layers,
+)
 from mrfs_edge.train.loop import load_pairs, parameter_groups, poly_lr
 from mrfs_edge.train.loss import MRFSLoss, balanced_class_weights
 from mrfs_edge.train.qat_eval import Int8Figures, Reference, measure_onnx
@@ -67,6 +73,7 @@ class QatConfig:
     distill: float = 0.0
     calib_count: int = 8
     calib_method: CalibMethod = "max"
+    quantize_attention: bool = False
     threads: int = 0
     seed: int = 0
     save_every: int = 100
@@ -119,9 +126,11 @@ class QatTrainer:
         for parameter in self.student.parameters():
             parameter.requires_grad_(True)
         self.layers = insert_fake_quant(self.student)
+        self.attention = insert_attention_quant(self.student) if config.quantize_attention else []
         self.model = self.student   # wrapped for DDP once calibrated
         self.iteration = 0
-        self.report: dict[str, object] = {"config": asdict(config), "quantized_layers": len(self.layers)}
+        self.report: dict[str, object] = {"config": asdict(config), "quantized_layers": len(self.layers),
+                                          "quantized_attentions": len(self.attention)}
         self.options = ExportOptions(height=config.height, width=config.width, rewrite=False)
         self.checkpoint_sha256 = sha256_file(config.init)
         counts = np.zeros(self.teacher.config.num_classes, np.int64)
@@ -249,7 +258,8 @@ class QatTrainer:
         if self.context.is_main:
             export_qat_onnx(self.student, path, self.options, self.checkpoint_sha256,
                             {"mrfs_edge.quantization": f"int8 {stage} (fake-quantised deploy form, "
-                                                       f"{len(self.layers)} weighted layers)"})
+                                                       f"{len(self.layers)} weighted layers, "
+                                                       f"{2 * len(self.attention)} attention products)"})
         barrier(self.context)
         return path
 
