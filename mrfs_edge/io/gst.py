@@ -5,11 +5,12 @@ Why not OpenCV's GStreamer backend: pip's OpenCV is built without it, so ``csi:/
 gives neither the buffer's timestamp nor a bounded wait. Here each frame carries the capture
 time GStreamer stamped on its buffer (PTS, plus the pipeline's base time, on the pipeline clock,
 mapped to :func:`time.monotonic`, the clock :mod:`mrfs_edge.io.pairing` compares), frames are
-pulled with ``try_pull_sample`` in short slices so a stop or a dead camera never hangs a thread,
+pulled with ``try-pull-sample`` in short slices so a stop or a dead camera never hangs a thread,
 and end-of-stream and errors come from the pipeline's bus with the element that raised them.
 
-The binding: ``python3-gi`` with ``gir1.2-gstreamer-1.0`` and ``gir1.2-gst-plugins-base-1.0``.
-JetPack ships them for its system Python, so a Jetson venv sees them when made with
+The binding: ``python3-gi`` with ``gir1.2-gstreamer-1.0`` (and ``gir1.2-gst-plugins-base-1.0``
+for frames with padded rows). JetPack ships them for its system Python, so a Jetson venv sees
+them when made with
 ``python3 -m venv --system-site-packages``; on Debian/Ubuntu ``apt-get install python3-gi
 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0`` (``.ci/system-packages.sh`` also links the
 binding into a venv of another CPython build of the same version). ``gi`` is imported on first
@@ -38,7 +39,8 @@ from mrfs_edge.io.uri import OptionValue, redact
 
 LOG = logging.getLogger(__name__)
 
-INSTALL_HINT = "install python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 (JetPack has them)"
+INSTALL_HINT = "install python3-gi gir1.2-gstreamer-1.0 (JetPack has them)"
+VIDEO_HINT = "install gir1.2-gst-plugins-base-1.0 (GstVideo)"
 SINK_NAME = "mrfs_appsink"
 SOURCE_NAME = "mrfs_source"
 RTSP_LATENCY_MS = 200        # rtspsrc's jitter buffer: enough for a LAN camera, small against a 33 ms frame budget
@@ -82,10 +84,8 @@ def _load() -> str | None:
             return _problem[0]
         try:
             gi.require_version("Gst", "1.0")
-            gi.require_version("GstApp", "1.0")
             gi.require_version("GstBase", "1.0")
-            gi.require_version("GstVideo", "1.0")
-            from gi.repository import Gst, GstApp, GstBase, GstVideo
+            from gi.repository import Gst, GstBase
         except (ImportError, ValueError) as exc:
             _problem.append(f"GStreamer's introspection data is missing ({exc}): {INSTALL_HINT}")
             return _problem[0]
@@ -93,7 +93,14 @@ def _load() -> str | None:
         if not ok:
             _problem.append("GStreamer did not initialise (Gst.init_check failed)")
             return _problem[0]
-        _modules.update(Gst=Gst, GstApp=GstApp, GstBase=GstBase, GstVideo=GstVideo)
+        # GstVideo (gir1.2-gst-plugins-base-1.0, not on every Jetson image) only reads the row
+        # layout of padded buffers; the appsink is driven through its action signals, without GstApp.
+        try:
+            gi.require_version("GstVideo", "1.0")
+            from gi.repository import GstVideo
+        except (ImportError, ValueError):
+            GstVideo = None
+        _modules.update(Gst=Gst, GstBase=GstBase, GstVideo=GstVideo)
         return None
 
 
@@ -291,10 +298,10 @@ class GstSource(Source):
         return f"GStreamer pipeline does not parse ({message}): {self.pipeline}"
 
     def _appsink(self, pipeline: Any) -> Any:
-        GstApp = _modules["GstApp"]
         sink = pipeline.get_by_name(SINK_NAME)
         if sink is None:
-            sinks = [e for e in _elements(pipeline.iterate_sinks()) if isinstance(e, GstApp.AppSink)]
+            sinks = [e for e in _elements(pipeline.iterate_sinks())
+                     if e.get_factory() is not None and e.get_factory().get_name() == "appsink"]
             if len(sinks) != 1:
                 raise SourceError(f"{self._shown}: the pipeline must end in one appsink (found {len(sinks)})")
             sink = sinks[0]
@@ -352,7 +359,7 @@ class GstSource(Source):
         timeout = self.first_frame_timeout_s if self._since_open == 0 else self.frame_timeout_s
         deadline = time.monotonic() + timeout
         while not self._closing.is_set():
-            sample = sink.try_pull_sample(int(POLL_S * Gst.SECOND))
+            sample = sink.emit("try-pull-sample", int(POLL_S * Gst.SECOND))
             if sample is not None:
                 image = self._image(sample, pipeline)
                 self._delivered = True
@@ -364,7 +371,7 @@ class GstSource(Source):
             if problem is not None:
                 self._ended(f"GStreamer error from {problem}", error=True)
                 return None
-            if sink.is_eos():
+            if sink.get_property("eos"):
                 self._ended("end of stream", error=False)
                 return None
             if time.monotonic() > deadline:
@@ -382,7 +389,6 @@ class GstSource(Source):
 
     def _image(self, sample: Any, pipeline: Any) -> np.ndarray:
         """The sample's pixels in the role's layout; its capture (live) or stream time kept for the frame."""
-        GstVideo = _modules["GstVideo"]
         structure = sample.get_caps().get_structure(0)
         fmt, width, height = structure.get_value("format"), structure.get_value("width"), structure.get_value("height")
         if fmt not in PIXEL_FORMATS:
@@ -394,8 +400,7 @@ class GstSource(Source):
         buffer = sample.get_buffer()
         self._stamp(sample, buffer, pipeline)
         size, channel_order = PIXEL_FORMATS[fmt]
-        meta = GstVideo.buffer_get_video_meta(buffer)
-        offset, stride = (meta.offset[0], meta.stride[0]) if meta is not None else (0, buffer.get_size() // height)
+        offset, stride = self._row_layout(buffer, width * size, height)
         # extract_dup: one copy as bytes on every PyGObject (MapInfo.data's type has varied between versions)
         data = np.frombuffer(buffer.extract_dup(offset, stride * height), np.uint8)
         rows = data.reshape(height, stride)[:, :width * size]
@@ -404,6 +409,21 @@ class GstSource(Source):
         else:
             image = np.array(rows).reshape((height, width) if size == 1 else (height, width, size))
         return self._in_role_layout(image, fmt, channel_order)
+
+    def _row_layout(self, buffer: Any, row_bytes: int, height: int) -> tuple[int, int]:
+        """``(offset, stride)`` of the first plane: from the buffer's GstVideoMeta (pitch-aligned
+        rows of hardware converters) when it has one, else GStreamer's default (rows padded to 4 bytes)."""
+        GstVideo = _modules["GstVideo"]
+        meta = GstVideo.buffer_get_video_meta(buffer) if GstVideo is not None else None
+        if meta is not None:
+            return meta.offset[0], meta.stride[0]
+        stride = (row_bytes + 3) // 4 * 4
+        if buffer.get_size() != stride * height:
+            if GstVideo is None:
+                raise SourceError(f"{self._shown}: frames of {buffer.get_size()} bytes do not have GStreamer's "
+                                  f"default row layout ({stride} × {height}); to read them, {VIDEO_HINT}")
+            stride = buffer.get_size() // height
+        return 0, stride
 
     def _in_role_layout(self, image: np.ndarray, fmt: str, channel_order: str) -> np.ndarray:
         if image.ndim == 3:
