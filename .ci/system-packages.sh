@@ -21,9 +21,11 @@ mrfs_gst_packages="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plu
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi"
 mrfs_gst_missing=""
 for mrfs_gst_package in $mrfs_gst_packages; do
-  if ! dpkg-query -W -f='${db:Status-Abbrev}' "$mrfs_gst_package" 2>/dev/null | grep -q '^ii'; then
-    mrfs_gst_missing="$mrfs_gst_missing $mrfs_gst_package"
-  fi
+  # No pipe into grep -q: under pipefail an early-exiting grep could fail an installed package.
+  case "$(dpkg-query -W -f='${db:Status-Abbrev}' "$mrfs_gst_package" 2>/dev/null || true)" in
+    ii*) ;;
+    *) mrfs_gst_missing="$mrfs_gst_missing $mrfs_gst_package" ;;
+  esac
 done
 if [ -n "$mrfs_gst_missing" ]; then
   echo "== system packages: installing$mrfs_gst_missing"
