@@ -253,3 +253,31 @@ def test_a_conv_over_a_concat_is_split_by_branch_exactly_and_each_branch_gets_it
     assert residual_adds(split) == [("head/CNN_fuse/Conv/sum1", "head/CNN_fuse/Conv/branch1", 1)]
     assert _quantised_input(qdq, "head/CNN_fuse/Conv/sum1", 1) == "head/CNN_fuse/Conv/branch0/output"
     assert trt_rule_violations(strip_qdq(qdq, {"head/CNN_fuse/Conv/branch0"})) == []
+
+
+def test_concat_branches_are_balanced_exactly_for_one_scale():
+    from mrfs_edge.calibration.branches import balance_concat_branches, concat_inputs
+
+    # u → Conv → Relu → Resize and the graph input v (cannot be scaled) → Concat → Conv
+    scales = numpy_helper.from_array(np.array([1, 1, 1, 1], np.float32), "same")
+    nodes = [helper.make_node("Conv", ["u", "wu", "bu"], ["cu"], name="point"),
+             helper.make_node("Relu", ["cu"], ["ru"], name="relu"),
+             helper.make_node("Resize", ["ru", "", "same"], ["xu"], name="resize", mode="linear"),
+             helper.make_node("Concat", ["xu", "v"], ["uv"], name="concat", axis=1),
+             helper.make_node("Conv", ["uv", "w"], ["y"], name="fuse", pads=[1, 1, 1, 1])]
+    fp32 = _model(nodes, [("u", [1, 2, 4, 4]), ("v", [1, 2, 4, 4])], [("y", [1, 3, 4, 4])],
+                  [_weight("wu", 2, 2, 1, 1), _weight("bu", 2), _weight("w", 3, 4, 3, 3), scales])
+    feed = {"u": 20 * HEAD_FEED["u"], "v": HEAD_FEED["v"] / 10}
+    ranges = _amax(fp32, feed)
+    assert concat_inputs(fp32) == ["xu", "v"]
+    balanced, new_ranges = balance_concat_branches(fp32, ranges)
+    reference = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"])
+    rewritten = ort.InferenceSession(balanced.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(rewritten.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-4)
+    direct = _amax(balanced, feed)
+    for tensor in ("cu", "ru", "xu", "v", "uv"):
+        assert new_ranges[tensor] == pytest.approx(direct[tensor], rel=1e-5)
+    weight = numpy_helper.to_array(next(i for i in balanced.graph.initializer if i.name == "w"))
+    ratio = [new_ranges[t] / np.abs(weight[:, a:a + 2]).max() for t, a in (("xu", 0), ("v", 2))]
+    assert ratio[0] == pytest.approx(ratio[1], rel=1e-5)                  # activation/weight balance is shared
+    assert trt_rule_violations(build_qdq(balanced, new_ranges)) == []
