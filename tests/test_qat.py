@@ -19,6 +19,7 @@ from model_factory import B0_9, write_checkpoint
 from mrfs_edge.assets import SAMPLES
 from mrfs_edge.calibration.qdq import quantized_nodes, trt_rule_violations
 from mrfs_edge.core.onnx_scan import scan_onnx
+from mrfs_edge.metrics.cost import COST_KEY
 from mrfs_edge.model.checkpoint import load_checkpoint
 from mrfs_edge.model.deploy_form import to_deploy_form
 from mrfs_edge.train.__main__ import main as train_main
@@ -172,7 +173,9 @@ def test_export_is_a_trt_conformant_qdq_graph_that_onnx_runtime_runs_like_the_to
     graph = onnx.load(str(path))
     assert trt_rule_violations(graph) == []
     assert len(quantized_nodes(graph)) >= len(trainer.layers)
-    assert scan_onnx(path).has_qdq                       # what build_engine.py --onnx detects
+    scan = scan_onnx(path)
+    assert scan.has_qdq                                  # what build_engine.py --onnx detects
+    assert COST_KEY in scan.metadata and "mrfs_edge.quantization" in scan.metadata
     weights = {i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     producer = {o: n for n in graph.graph.node for o in n.output}
     weight_q = [n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in weights]

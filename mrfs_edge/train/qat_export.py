@@ -15,6 +15,7 @@ from mrfs_edge.core.errors import ExportError
 from mrfs_edge.core.export_options import ExportOptions
 from mrfs_edge.core.files import atomic_path
 from mrfs_edge.export.onnx_export import declare_output_shapes, simplify, trace_to_onnx
+from mrfs_edge.metrics.cost import set_cost_metadata
 from mrfs_edge.model.contract import build_contract
 from mrfs_edge.train.fake_quant import frozen_weight_ranges, quantized_layers
 
@@ -76,6 +77,7 @@ def export_qat_onnx(model: torch.nn.Module, output: str | os.PathLike[str], opti
             declare_output_shapes(graph, contract)
             graph.producer_name, graph.producer_version = "mrfs-edge", __version__
             onnx.helper.set_model_props(graph, {**contract.metadata(), **(extra_metadata or {})})
+            set_cost_metadata(graph)   # the INT8/FP16/FP32 split, read on a Jetson without onnx
             problems = trt_rule_violations(graph)
             if problems:
                 raise ExportError(f"{output}: the Q/DQ graph breaks TensorRT's rules ({len(problems)}: {problems[0]})")
