@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +49,10 @@ def _package_version(name: str) -> str | None:
 
 def pairs_identity(folder: PairFolder, indices: list[int] | None = None) -> dict[str, Any]:
     """Pairs as a key field: their names and a hash of their files (not the folder's path)."""
-    from mrfs_edge.calibration.dataset import CalibrationSet
+    from mrfs_edge.calibration.dataset import fingerprint_pairs
 
     chosen = list(range(len(folder))) if indices is None else indices
-    files = CalibrationSet(folder, chosen, contract=None)  # type: ignore[arg-type]  # fingerprint needs no contract
-    return {"names": files.names, "sha256": files.fingerprint()}
+    return {"names": [folder.names[i] for i in chosen], "sha256": fingerprint_pairs(folder, chosen)}
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,26 @@ class QdqGraph:
     held_out: PairFolder | None = None
 
     def key(self) -> CacheKey:
+        """The key, computed once per step (a caller that decides before ``run`` asks twice): it
+        hashes the source graph and every calibration and held-out pair's files."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> CacheKey:
         from mrfs_edge.calibration.dataset import select_pairs
 
         config = self.config
         quantizer = config.quantizer
         if quantizer == "auto":
             with needs_extra("INT8 calibration"):
-                from mrfs_edge.calibration.qdq import modelopt_available
-            quantizer = "modelopt" if modelopt_available() else "ort"
+                from mrfs_edge.calibration.pipeline import resolve_quantizer
+            quantizer = resolve_quantizer(quantizer)
         chosen = select_pairs(self.calibration_pairs.names, config.count)
         return CacheKey("qdq-onnx", {
             "source": source_identity(self.source),
             "calibration": {"count": config.count, "method": config.method, "quantizer": quantizer,
                             "mixed_precision": config.mixed_precision, "sensitivity_pairs": config.sensitivity_pairs,
-                            "budget": asdict(config.budget),
+                            "quantize_attention": config.quantize_attention, "budget": asdict(config.budget),
                             "pairs": pairs_identity(self.calibration_pairs, chosen)},
             "held_out": pairs_identity(self.held_out) if self.held_out is not None else None,
             "onnxruntime": _package_version("onnxruntime"),
