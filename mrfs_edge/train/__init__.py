@@ -1,4 +1,5 @@
-"""Training and fine-tuning MRFS with the authors' objective (needs the ``export`` extra).
+"""Training and fine-tuning MRFS with the authors' objective, and quantisation-aware fine-tuning
+of its INT8 deploy graph (:mod:`.qat`); needs the ``export`` extra.
 
 The PyTorch parts (loop, loss) are imported on first use, so ``python -m mrfs_edge.train --help``
 (which imports this package first) answers without loading PyTorch. ``augment`` is imported here:
@@ -12,10 +13,12 @@ from typing import Any
 from mrfs_edge.train.augment import AugmentConfig, augment
 
 _TORCH_HOMES = {"TrainConfig": "loop", "Trainer": "loop", "poly_lr": "loop", "MRFSLoss": "loss",
-                "balanced_class_weights": "loss", "fusion_loss": "loss"}
+                "balanced_class_weights": "loss", "fusion_loss": "loss", "QatConfig": "qat", "QatTrainer": "qat"}
 __all__ = [
     "AugmentConfig",
     "MRFSLoss",
+    "QatConfig",
+    "QatTrainer",
     "TrainConfig",
     "Trainer",
     "augment",

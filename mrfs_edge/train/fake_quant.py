@@ -55,10 +55,6 @@ class TensorQuantizer(nn.Module):
         self.register_buffer("amax", torch.tensor(float("nan")))
         self._samples: list[Tensor] = []
 
-    @property
-    def calibrated(self) -> bool:
-        return self.dynamic or bool(torch.isfinite(self.amax).all())
-
     def _range(self, x: Tensor) -> Tensor:
         if self.axis is None:
             return x.detach().abs().amax()

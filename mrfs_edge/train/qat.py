@@ -41,7 +41,6 @@ from mrfs_edge.train.fake_quant import (
     calibrate,
     insert_attention_quant,
     insert_fake_quant,
-    quantized_layers,
 )
 from mrfs_edge.train.loop import load_pairs, parameter_groups, poly_lr
 from mrfs_edge.train.loss import MRFSLoss, balanced_class_weights
@@ -283,6 +282,3 @@ class QatTrainer:
         if not self.context.is_main:
             return None
         return write_json_atomic(self.out_dir / "qat_report.json", self.report)
-
-    def weighted_layer_names(self) -> list[str]:
-        return [name for name, _ in quantized_layers(self.student)]
