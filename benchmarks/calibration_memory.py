@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
           f"PSNR {held.get('fused_psnr', float('nan')):.1f} dB, mIoU drop {held.get('miou_drop', float('nan')):.2f} "
           f"points; budget met: {summary['budget_met']}")
     if args.json:
-        args.json.write_text(json.dumps({"variant": args.variant, "onnx": str(args.onnx or ""), "height": args.height,
+        args.json.write_text(json.dumps({"variant": None if args.onnx else args.variant, "onnx": str(args.onnx or ""), "height": args.height,
                                          "width": args.width, "threads": args.threads, "export": export,
                                          "peak_rss_mb": round(peak / 2 ** 20), **{k: summary[k] for k in (
                                              "phases", "seconds", "cpu_seconds", "int8_weighted_mac_fraction", "int8_mac_fraction",

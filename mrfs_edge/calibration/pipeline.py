@@ -5,10 +5,12 @@ INT8 artefacts (Q/DQ model, range table, summary) that the target turns into an 
 summary's figures come from running the Q/DQ model on held-out pairs.
 
 Phases, each timed and its peak memory recorded (summary ``phases``): ``ranges`` (streamed
-activation statistics, :mod:`.ranges`), ``qdq`` (Q/DQ placed where TensorRT fuses it,
-:func:`.qdq.build_qdq`), ``sensitivity`` (the fully quantised graph scored on calibration pairs,
-and per block when it misses the budget), ``selection`` (the mixed-precision choice, only then),
-``held_out`` (the written graph against FP32 on labelled held-out pairs).
+activation statistics, :mod:`.ranges`; the fusion head's concat branches balanced for one
+scale, :mod:`.branches`), ``qdq`` (Q/DQ placed where TensorRT fuses it, :func:`.qdq.build_qdq`),
+``sensitivity`` (the fully quantised graph scored on calibration pairs, and per block when it
+misses the budget), ``selection`` (the mixed-precision choice, only then), ``qdq_model`` (the
+graph written and checked against TensorRT's rules), ``held_out`` (the written graph against
+FP32 on labelled held-out pairs).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any, Literal
 import onnx
 
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
+from mrfs_edge.calibration.branches import balance_concat_branches, concat_convs, concat_inputs
 from mrfs_edge.calibration.dataset import CalibrationSet
 from mrfs_edge.calibration.options import Budget, Quantizer
 from mrfs_edge.calibration.phases import PhaseLog
@@ -145,12 +148,19 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     layers = weighted_nodes(fp32)
     with phases("ranges"):
         tensors = qdq_tensors(fp32, quantize_attention=config.quantize_attention)
+        # The fusion head's CNN_fuse reads raw images beside upsampled features through one Concat, so one
+        # INT8 scale: its branches are balanced first (exact), which needs each branch's range too.
+        fuse = [n for n in concat_convs(fp32) if "CNN_fuse" in n]
+        branches = [t for t in concat_inputs(fp32, fuse) if t not in set(tensors)]
         LOG.info(f"calibrating {len(tensors)} activations ({config.method}) of {len(layers)} Conv/MatMul/Gemm layers"
                  f"{' and the attention products' if config.quantize_attention else ''} ...")
-        ranges = collect_ranges(fp32, calibration, config.method, tensors, threads=config.threads)
-        write_json_atomic(table, {"method": config.method, "pairs": calibration.names, "amax": ranges})
+        ranges = collect_ranges(fp32, calibration, config.method, tensors + branches, threads=config.threads)
+        balanced, ranges = balance_concat_branches(fp32, ranges, fuse)
+        write_json_atomic(table, {"method": config.method, "pairs": calibration.names, "balanced_convs": fuse,
+                                  "amax": {t: ranges[t] for t in tensors}})
     with phases("qdq"):
-        full = build_qdq(fp32, ranges, quantize_attention=config.quantize_attention)
+        full = build_qdq(balanced, ranges, quantize_attention=config.quantize_attention)
+        del balanced
     macs = node_macs(fp32)
     weighted_macs = {n: macs.get(n, 0) for n in layers}
     selection: MixedPrecisionResult | None = None

@@ -45,8 +45,8 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="Q/DQ producer: ModelOpt's ONNX PTQ when installed (auto), else builtin (streamed ranges, "
                         "Q/DQ placed where TensorRT fuses it)")
     g.add_argument("--quantize-attention", action=argparse.BooleanOptionalAction, default=False,
-                   help="INT8 for the attention products q·kᵀ and attn·v too (default off: measured on the demo "
-                        "model, see the README)")
+                   help="INT8 for the attention products q·kᵀ and attn·v too: every multiply-add in INT8 (default "
+                        "off: on the demo model it costs about 0.3 points of held-out pixel agreement)")
     budget = Budget()
     g.add_argument("--accuracy-budget", type=parse_budget, default=budget,
                    metavar=f"agreement={budget.min_agreement},psnr={budget.min_psnr:g},miou={budget.max_miou_drop},"
