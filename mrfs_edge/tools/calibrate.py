@@ -44,9 +44,13 @@ def add_calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quantizer", choices=get_args(Quantizer), default="auto",
                    help="Q/DQ producer: ModelOpt's ONNX PTQ when installed (auto), else builtin (streamed ranges, "
                         "Q/DQ placed where TensorRT fuses it)")
-    g.add_argument("--quantize-attention", action=argparse.BooleanOptionalAction, default=False,
+    # Two flags, not argparse.BooleanOptionalAction: that needs Python 3.9, and build_engine.py (which
+    # shares these arguments) must parse on JetPack 5's Python 3.8.
+    g.add_argument("--quantize-attention", action="store_true", default=False,
                    help="INT8 for the attention products q·kᵀ and attn·v too: every multiply-add in INT8 (default "
                         "off: on the demo model it costs about 0.3 points of held-out pixel agreement)")
+    g.add_argument("--no-quantize-attention", dest="quantize_attention", action="store_false",
+                   help="keep the attention products in float (the default)")
     budget = Budget()
     g.add_argument("--accuracy-budget", type=parse_budget, default=budget,
                    metavar=f"agreement={budget.min_agreement},psnr={budget.min_psnr:g},miou={budget.max_miou_drop},"
