@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mrfs_edge.core.contract import ModelContract
-from mrfs_edge.core.log import progress
 from mrfs_edge.io.pairs import PairFolder
 from mrfs_edge.processing.preprocess import fit_to_model
 from mrfs_edge.processing.thermal import ThermalAGC
@@ -106,33 +105,3 @@ class CalibrationSet:
     def fingerprint(self) -> str:
         """SHA-256 over the chosen names and file bytes: identifies the set in sidecars/caches."""
         return fingerprint_pairs(self.folder, self.indices)
-
-    def ort_reader(self):
-        """An ONNX Runtime ``CalibrationDataReader`` over this set (rewindable).
-
-        Reading the set is the calibration's long phase (one FP32 run per pair), so each pass
-        over it is a progress bar.
-        """
-        from onnxruntime.quantization import CalibrationDataReader
-
-        owner = self
-
-        class _Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._bar = progress(total=len(owner), desc="calibration", unit="pair", leave=False)
-                self._iterator = iter(owner)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                feed = next(self._iterator, None)
-                if feed is None:
-                    self._bar.close()
-                else:
-                    self._bar.update(1)
-                return feed
-
-            def rewind(self) -> None:
-                self._bar.close()
-                self._bar = progress(total=len(owner), desc="calibration", unit="pair", leave=False)
-                self._iterator = iter(owner)
-
-        return _Reader()

@@ -43,7 +43,6 @@ from mrfs_edge.calibration.sensitivity import (
     MixedPrecisionResult,
     QuantEvaluator,
     group_sensitivity,
-    node_macs,
     scoring_session,
     select_mixed_precision,
 )
@@ -53,6 +52,7 @@ from mrfs_edge.core.files import atomic_path, write_json_atomic
 from mrfs_edge.core.log import plural, progress
 from mrfs_edge.io.pairs import PairFolder
 from mrfs_edge.metrics.agreement import AgreementScore
+from mrfs_edge.metrics.cost import node_macs
 from mrfs_edge.metrics.segmentation import SegmentationScore
 from mrfs_edge.processing.postprocess import restore_frame
 from mrfs_edge.processing.preprocess import fit_to_model

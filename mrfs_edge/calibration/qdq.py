@@ -5,19 +5,17 @@ initializer): symmetric INT8, zero points 0, weights per channel on the output a
 weights kept behind a Q/DQ pair (what TensorRT 8.5 to 10 parse). LayerNorm, Softmax, the
 attention MatMuls between two activations and the final Sigmoid stay in higher precision.
 
-ONNX Runtime's ``quantize_static`` calibrates once into a JSON range table; mixed-precision
-variants are then made by removing Q/DQ pairs from the fully quantised graph
-(:func:`strip_qdq`), which takes milliseconds instead of a re-quantisation. NVIDIA ModelOpt's
-ONNX PTQ produces the final model instead when it is installed (:func:`quantize_modelopt`).
+Ranges come from :mod:`mrfs_edge.calibration.ranges` (streamed, bounded memory) and
+:func:`build_qdq` places the pairs where TensorRT fuses them; mixed-precision variants are made by
+removing Q/DQ pairs from the fully quantised graph (:func:`strip_qdq`), which takes milliseconds
+instead of a re-quantisation. NVIDIA ModelOpt's ONNX PTQ produces the final model instead when it
+is installed (:func:`quantize_modelopt`).
 """
 from __future__ import annotations
 
-import inspect
-import io
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,59 +23,11 @@ import onnx
 from onnx import numpy_helper
 
 from mrfs_edge.calibration.dataset import CalibrationSet
-from mrfs_edge.calibration.options import CALIBRATION_METHODS
 from mrfs_edge.core.errors import ExportError
-from mrfs_edge.core.log import ConsoleFormatter, ConsoleHandler
 
 LOG = logging.getLogger(__name__)
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
-# ONNX Runtime's quantize_static logs two such hints on the root logger ("Please consider to run
-# pre-processing ...", then "Please consider pre-processing ...") for every model without its
-# pre-processing metadata. The pre-processing (symbolic shape inference, ORT graph optimisation)
-# is meant for ORT's CPU kernels and would fold the graph TensorRT is to build, so the advice does
-# not apply here: both are dropped instead of printed on every calibration.
-PREPROCESSING_HINT = ("Please consider", "pre-processing")
-
-
-@contextmanager
-def ort_quantizer_logging() -> Iterator[None]:
-    """Around a ``quantize_static`` call: its pre-processing hints dropped, its other warnings kept.
-
-    Its calibrators also print their progress ("Collecting tensor data ...") on stdout, which is
-    a command's result channel: that text goes to the debug log (``-v``) instead.
-
-    It logs through the ``logging`` module's functions, which install a ``basicConfig`` handler
-    on the root logger when it has none; that handler would stay and print every later toolkit
-    warning a second time (toolkit records propagate to the root). So when the root logger has
-    no handler, one of the toolkit's console handlers stands in for the call, for the root
-    logger's own records only.
-    """
-    root = logging.getLogger()
-
-    def not_the_hint(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith(PREPROCESSING_HINT[0]) and PREPROCESSING_HINT[1] in message)
-
-    root.addFilter(not_the_hint)
-    stand_in = None
-    if not root.handlers:
-        stand_in = ConsoleHandler(logging.WARNING)
-        stand_in.setFormatter(ConsoleFormatter())
-        stand_in.addFilter(lambda record: record.name == root.name)
-        root.addHandler(stand_in)
-    printed = io.StringIO()
-    try:
-        with redirect_stdout(printed):
-            yield
-    finally:
-        root.removeFilter(not_the_hint)
-        if stand_in is not None:
-            root.removeHandler(stand_in)
-        for line in printed.getvalue().splitlines():
-            LOG.debug(f"onnxruntime.quantization: {line}")
-
-
 def weighted_nodes(model: onnx.ModelProto) -> list[str]:
     """Conv/MatMul/Gemm nodes whose second input is a weight initializer (the INT8 candidates).
 
@@ -244,52 +194,6 @@ def build_qdq(fp32: onnx.ModelProto, ranges: Mapping[str, float], *,
     del graph.node[:]
     graph.node.extend(ordered)
     return out
-
-
-def _ort_method(method: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    table = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
-             "percentile": CalibrationMethod.Percentile}
-    if method not in table:
-        raise ValueError(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}")
-    return table[method]
-
-
-def ort_extra_options(method: str = "percentile") -> dict[str, object]:
-    """quantize_static options that make ONNX Runtime emit TensorRT-conformant Q/DQ.
-
-    ONNX Runtime's entropy calibrator defaults to as many histogram bins as quantised bins
-    (128), which leaves it no threshold to choose: it silently returns the min-max range. 512
-    bins give the KL search room to clip (TensorRT's own entropy calibrator uses 2048, which is
-    minutes slower in ONNX Runtime's Python search for a small gain).
-    """
-    bins: dict[str, object] = {"CalibNumBins": 512, "CalibNumQuantizedBins": 128} if method == "entropy" else {}
-    return {**bins, "ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
-            "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
-            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
-
-
-def quantize_ort(fp32_path: Path, output: Path, calibration: CalibrationSet, method: str,
-                 table_path: Path, nodes: list[str] | None = None) -> Path:
-    """Quantise ``nodes`` (default: every weighted node) with ranges from ``table_path``.
-
-    The range table (ONNX Runtime's JSON calibration cache) is computed from ``calibration``
-    when ``table_path`` does not exist and read from it when it does: a caller that may hold a
-    table of other data must remove it first.
-    """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    kwargs: dict[str, object] = {}
-    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        kwargs["calibration_cache_path"] = str(table_path)
-    nodes = nodes or weighted_nodes(onnx.load(str(fp32_path)))
-    with ort_quantizer_logging():
-        quantize_static(str(fp32_path), str(output), calibration.ort_reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=nodes,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=_ort_method(method), extra_options=ort_extra_options(method), **kwargs)
-    return output
 
 
 def quantize_modelopt(fp32_path: Path, output: Path, calibration: CalibrationSet, method: str,

@@ -22,7 +22,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mrfs_edge.calibration.options import Budget
-from mrfs_edge.calibration.qdq import QUANTIZED_OP_TYPES
 from mrfs_edge.metrics.agreement import AgreementScore
 from mrfs_edge.processing.postprocess import argmax_classes
 
@@ -50,33 +49,6 @@ def group_of(node_name: str) -> str:
         if match:
             return label(match)
     return "other"
-
-
-def node_macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Multiply-adds of every Conv/MatMul/Gemm node (static shapes, from shape inference)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
-        shapes[value.name] = dims
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    macs = {}
-    for node in model.graph.node:
-        if node.op_type not in QUANTIZED_OP_TYPES:
-            continue
-        out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
-        if not out or not weight or 0 in out:
-            continue
-        if node.op_type == "Conv":
-            per_output = int(np.prod(weight[1:]))  # (in_channels / groups) × kh × kw
-        elif node.op_type == "Gemm":
-            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            per_output = weight[1] if trans_b else weight[0]
-        else:
-            per_output = weight[-2] if len(weight) >= 2 else weight[0]
-        macs[node.name] = int(np.prod(out)) * int(per_output)
-    return macs
 
 
 def _float_source(producer: Mapping[str, onnx.NodeProto], name: str) -> str | None:
