@@ -62,6 +62,9 @@ setup(
             "mrfs-runtime-fps = mrfs_edge.tools.run:fps_main",
             "mrfs-train = mrfs_edge.train.__main__:main",
             "mrfs-model-card = mrfs_edge.tools.model_card:entry",
+            "mrfs-soak = mrfs_edge.tools.run:soak_main",
+            "mrfs-gmacs = mrfs_edge.tools.gmacs:entry",
+            "mrfs-calibration-memory = mrfs_edge.tools.calibration_memory:entry",
         ],
     },
     extras_require={
