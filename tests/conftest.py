@@ -49,3 +49,28 @@ def demo_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demo_onnx") / "mrfs_b0_demo_480x640.onnx"
     export_onnx(DEMO_CHECKPOINT, path, ExportOptions(height=480, width=640, parity_pairs=1))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
+    """An FP32 and a Q/DQ stand-in ONNX with the contract at 480×640, for tests of the core install.
+
+    On a core-install venv (CI's Python 3.8/3.10 runs, no onnx) ``MRFS_TINY_ONNX_DIR`` names a
+    folder where the full environment wrote them (see .ci/run).
+    """
+    given = os.environ.get("MRFS_TINY_ONNX_DIR")
+    if given:
+        return Path(given) / "tiny.onnx", Path(given) / "tiny.int8.onnx"
+    pytest.importorskip("onnx", reason="writes its stand-in models with onnx (not in the core install)")
+    from fake_tensorrt import make_tiny_onnx, tiny_contract
+
+    folder = tmp_path_factory.mktemp("tiny")
+    contract = tiny_contract(height=480, width=640)
+    return (make_tiny_onnx(folder / "tiny.onnx", contract),
+            make_tiny_onnx(folder / "tiny.int8.onnx", contract, qdq=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_models) -> Path:
+    """The FP32 one of :func:`tiny_models`."""
+    return tiny_models[0]

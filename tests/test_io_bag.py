@@ -9,7 +9,6 @@ one message per pair on each output topic, stamped with the pair's capture time.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -329,17 +328,6 @@ def test_mcap_sink_is_renamed_into_place_only_when_closed(tmp_path: Path) -> Non
     assert topics["/fused"][1][1].encoding == "rgb8" and np.array_equal(pixels(topics["/fused"][1][1]), fused)
     with pytest.raises(SinkError, match="class indices outside 0-255"):
         McapSink(tmp_path / "x.mcap").write(Rendered("f", fused, labels + 300, fused, T0))
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    given = os.environ.get("MRFS_TINY_ONNX_DIR")
-    if given:
-        return Path(given) / "tiny.onnx"
-    pytest.importorskip("onnx", reason="writes its stand-in model with onnx (not in the core install)")
-    from fake_tensorrt import make_tiny_onnx, tiny_contract
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx", tiny_contract())
 
 
 def test_runtime_command_writes_one_message_per_pair_on_each_topic(drive: Path, tiny_onnx: Path,

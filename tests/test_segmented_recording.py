@@ -43,18 +43,6 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
     return frames
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    """A contract-following 1×1-conv ONNX at the samples' size (the core venvs get it from CI's full one)."""
-    given = os.environ.get("MRFS_TINY_ONNX_DIR")
-    if given:
-        return Path(given) / "tiny.onnx"
-    pytest.importorskip("onnx", reason="writes its stand-in model with onnx (not in the core install)")
-    from fake_tensorrt import make_tiny_onnx, tiny_contract
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx", tiny_contract(height=480, width=640))
-
-
 def test_sigkill_mid_recording_leaves_only_complete_segments_under_final_names(tmp_path, tiny_onnx):
     model = tiny_onnx
     out = tmp_path / "rec"

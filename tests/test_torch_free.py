@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import REPO
 
 # Every module of the layers a Jetson runs: core, io, processing, metrics, backends, engine, runtime.
@@ -47,25 +45,6 @@ _NO_HEAVY = ("import runpy, sys\n"
 def _run_without_heavy(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _NO_HEAVY, str(REPO / script), *args], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
-    """An FP32 and a Q/DQ ONNX with the contract, written here where onnx is available.
-
-    On a core-install venv (CI's Python 3.8/3.10 runs) ``MRFS_TINY_ONNX_DIR`` names a folder where
-    the full environment wrote them (see .ci/run).
-    """
-    given = os.environ.get("MRFS_TINY_ONNX_DIR")
-    if given:
-        return Path(given) / "tiny.onnx", Path(given) / "tiny.int8.onnx"
-    pytest.importorskip("onnx", reason="the parent process writes the test ONNX files with onnx")
-    from fake_tensorrt import make_tiny_onnx, tiny_contract
-
-    folder = tmp_path_factory.mktemp("tiny")
-    contract = tiny_contract(height=480, width=640)
-    return (make_tiny_onnx(folder / "tiny.onnx", contract),
-            make_tiny_onnx(folder / "tiny.int8.onnx", contract, qdq=True))
 
 
 def test_build_engine_help_needs_no_torch_or_onnx(tmp_path: Path) -> None:
