@@ -15,10 +15,10 @@ from mrfs_edge.calibration.ranges import (
     TensorStatistics,
     collect_ranges,
     entropy_amax,
-    peak_rss_bytes,
     percentile_amax,
 )
 from mrfs_edge.core.errors import ModelFileError
+from mrfs_edge.core.memory import peak_rss_bytes
 from mrfs_edge.io.pairs import PairFolder
 from tests.fake_tensorrt import make_tiny_onnx, tiny_contract
 

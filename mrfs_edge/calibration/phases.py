@@ -8,44 +8,33 @@ command still reports the command's true peak.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from mrfs_edge.calibration.ranges import peak_rss_bytes
+from mrfs_edge.core.memory import peak_rss_bytes, resident_bytes
 
 LOG = logging.getLogger(__name__)
 
-_STATM = Path("/proc/self/statm")
 SAMPLE_SECONDS = 0.02
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (0 where ``/proc`` is missing: the peak alone is used)."""
-    try:
-        return int(_STATM.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class _Sampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="rss-sampler", daemon=True)
-        self.peak = resident_bytes()
+        self.peak = resident_bytes() or 0   # 0 without /proc or psutil: the peak alone is used
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(SAMPLE_SECONDS):
-            self.peak = max(self.peak, resident_bytes())
+            self.peak = max(self.peak, resident_bytes() or 0)
 
     def finish(self) -> int:
         self._done.set()
         self.join()
-        return max(self.peak, resident_bytes())
+        return max(self.peak, resident_bytes() or 0)
 
 
 class PhaseLog:

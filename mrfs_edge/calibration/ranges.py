@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -291,9 +289,3 @@ def collect_ranges(fp32: onnx.ModelProto | Path, calibration: CalibrationSet, me
     stats = collect_statistics(fp32, calibration, tensors, histogram=method != "max", threads=threads,
                                chunk_bytes=chunk_bytes, chunk_size=chunk_size)
     return {name: s.range(method) for name, s in stats.items()}
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (``ru_maxrss``: kilobytes on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)

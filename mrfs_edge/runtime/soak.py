@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mrfs_edge.core.files import atomic_path
+from mrfs_edge.core.memory import resident_bytes
 from mrfs_edge.runtime.pipeline import Pipeline
 
 LOG = logging.getLogger(__name__)
@@ -34,19 +35,9 @@ PROGRESS_EVERY_S = 60.0       # a soak says where it is this often (an hour of p
 
 
 def rss_mb() -> float | None:
-    """Resident memory of this process in MiB (``/proc``; psutil elsewhere; ``None`` without either)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.Process().memory_info().rss / 2**20
+    """Resident memory of this process in MiB (``None`` where it cannot be read)."""
+    resident = resident_bytes()
+    return None if resident is None else resident / 2**20
 
 
 def _count(folder: str) -> int | None:

@@ -22,6 +22,7 @@ from mrfs_edge.core.args import positive_int
 from mrfs_edge.core.cli import CliParser, run_cli
 from mrfs_edge.core.errors import ExportError
 from mrfs_edge.core.files import write_json_atomic
+from mrfs_edge.core.memory import peak_rss_bytes
 
 VARIANTS = {"b0": ("mit_b0", 9, 256), "b4": ("mit_b4", 9, 512)}
 
@@ -68,7 +69,7 @@ def prepare_onnx(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, 
     child.join()
     if child.exitcode != 0:
         raise ExportError(f"exporting a seeded {args.variant} failed (exit {child.exitcode}): see the lines above")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    peak = peak_rss_bytes(resource.RUSAGE_CHILDREN)
     return target, {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak / 2 ** 20)}
 
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                    budget=Budget(), threads=args.threads)
         summary = calibrate(fp32, work / "int8", PairFolder(SAMPLES, CALIB_SPLIT), config,
                             PairFolder(SAMPLES, EVAL_SPLIT)).summary
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes()
     print(f"\n{args.onnx or args.variant} at {args.height}x{args.width}, {summary['calibration']['pairs']} calibration "
           f"pairs, {args.threads or 'default'} ORT threads")
     if export:
