@@ -248,7 +248,7 @@ def collect_statistics(fp32: onnx.ModelProto | Path, calibration: CalibrationSet
                     stats[name].update(feed[name])
                 bar.update(1)
         for number, chunk in enumerate(chunks):
-            session = _session(_chunk_model(model, chunk), threads)
+            session = _session(pruned_model(model, chunk), threads)
             names = [i.name for i in session.get_inputs()]
             for position in range(len(calibration)):
                 feed = calibration.feed(position)
@@ -263,8 +263,8 @@ def collect_statistics(fp32: onnx.ModelProto | Path, calibration: CalibrationSet
     return stats
 
 
-def _chunk_model(model: onnx.ModelProto, chunk: list[str]) -> onnx.ModelProto:
-    """``model`` computing only ``chunk`` (as its outputs), with the initializers those nodes read."""
+def pruned_model(model: onnx.ModelProto, chunk: list[str]) -> onnx.ModelProto:
+    """``model`` computing only ``chunk`` (as its outputs), with the inputs and initializers those nodes read."""
     nodes = _needed_nodes(model.graph, chunk)
     used = {i for node in nodes for i in node.input}
     graph = onnx.helper.make_graph(
