@@ -15,17 +15,15 @@ class Budget:
     """Accuracy floors against the FP32 model, and the INT8 share that must remain.
 
     The INT8 share is what makes an INT8 engine worth building over FP16 (issue 13): at least 95 %
-    of the multiply-adds of the layers with weights. The accuracy defaults are what post-training
-    INT8 of every weighted layer holds on the demo model's deploy graph with a margin: 42 dB fused
-    PSNR, but 99.44 % held-out pixel agreement and a 0.38-point mIoU drop on the default run's 8
-    held-out pairs. Issue 13's stricter floors (99.5 % agreement, 0.3 points) are not reached by PTQ
-    here; ask for them with ``--accuracy-budget agreement=0.995,miou=0.3`` and the command says
-    when they are missed (exit status 1).
+    of the multiply-adds of the layers with weights. The accuracy floors are issue 13's: with the
+    first convolutions reading the 8-bit grid exactly (:mod:`.input_grid`), post-training INT8 of
+    every weighted layer of the demo deploy graph holds 99.72 % agreement, 42.4 dB and an mIoU
+    0.18 points above FP32 on the default run's 8 held-out pairs.
     """
 
-    min_agreement: float = 0.99
+    min_agreement: float = 0.995
     min_psnr: float = 40.0
-    max_miou_drop: float = 0.5       # points (percent) of mIoU vs FP32, on labelled held-out pairs
+    max_miou_drop: float = 0.3       # points (percent) of mIoU vs FP32, on labelled held-out pairs
     min_int8_mac_fraction: float = 0.95   # of the multiply-adds of layers with weights
     # Fraction of the allowed agreement loss kept in reserve on the calibration pairs: on the demo
     # model they overstated held-out agreement by up to 0.8 points (99.45 % vs 98.62 %).

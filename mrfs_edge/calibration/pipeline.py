@@ -5,8 +5,8 @@ INT8 artefacts (Q/DQ model, range table, summary) that the target turns into an 
 summary's figures come from running the Q/DQ model on held-out pairs.
 
 Phases, each timed and its peak memory recorded (summary ``phases``): ``ranges`` (streamed
-activation statistics, :mod:`.ranges`; the fusion head's concat branches balanced for one
-scale, :mod:`.branches`), ``qdq`` (Q/DQ placed where TensorRT fuses it, :func:`.qdq.build_qdq`),
+activation statistics, :mod:`.ranges`; the first convolutions shifted onto the frames' 8-bit
+grid, :mod:`.input_grid`; the fusion head's concat branches balanced for one scale, :mod:`.branches`), ``qdq`` (Q/DQ placed where TensorRT fuses it, :func:`.qdq.build_qdq`),
 ``sensitivity`` (the fully quantised graph scored on calibration pairs, and per block when it
 misses the budget), ``selection`` (the mixed-precision choice, only then), ``qdq_model`` (the
 graph written and checked against TensorRT's rules), ``held_out`` (the written graph against
@@ -25,6 +25,7 @@ import onnx
 from mrfs_edge.backends.onnxruntime_runner import read_onnx_contract
 from mrfs_edge.calibration.branches import balance_concat_branches, concat_convs, concat_inputs
 from mrfs_edge.calibration.dataset import CalibrationSet
+from mrfs_edge.calibration.input_grid import grid_inputs, shift_onto_grid
 from mrfs_edge.calibration.options import Budget, Quantizer
 from mrfs_edge.calibration.phases import PhaseLog
 from mrfs_edge.calibration.qdq import (
@@ -147,17 +148,23 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
     fp32 = onnx.load(str(fp32_onnx))
     layers = weighted_nodes(fp32)
     with phases("ranges"):
-        tensors = qdq_tensors(fp32, quantize_attention=config.quantize_attention)
+        # The first convolutions read the frames' 8-bit grid exactly (an exact shift, its range fixed).
+        grid = grid_inputs(fp32, calibration, config.threads)
+        shifted, grid_ranges = shift_onto_grid(fp32, grid)
+        tensors = qdq_tensors(shifted, quantize_attention=config.quantize_attention)
         # The fusion head's CNN_fuse reads raw images beside upsampled features through one Concat, so one
         # INT8 scale: its branches are balanced first (exact), which needs each branch's range too.
         fuse = [n for n in concat_convs(fp32) if "CNN_fuse" in n]
         branches = [t for t in concat_inputs(fp32, fuse) if t not in set(tensors)]
         LOG.info(f"calibrating {len(tensors)} activations ({config.method}) of {len(layers)} Conv/MatMul/Gemm layers"
                  f"{' and the attention products' if config.quantize_attention else ''} ...")
-        ranges = collect_ranges(fp32, calibration, config.method, tensors + branches, threads=config.threads)
-        balanced, ranges = balance_concat_branches(fp32, ranges, fuse)
+        calibrated = [t for t in tensors + branches if t not in grid_ranges]
+        ranges = {**collect_ranges(shifted, calibration, config.method, calibrated, threads=config.threads),
+                  **grid_ranges}
+        balanced, ranges = balance_concat_branches(shifted, ranges, fuse)
+        del shifted
         write_json_atomic(table, {"method": config.method, "pairs": calibration.names, "balanced_convs": fuse,
-                                  "amax": {t: ranges[t] for t in tensors}})
+                                  "grid_inputs": grid, "amax": {t: ranges[t] for t in tensors}})
     with phases("qdq"):
         full = build_qdq(balanced, ranges, quantize_attention=config.quantize_attention)
         del balanced
@@ -230,7 +237,7 @@ def calibrate(fp32_onnx: Path, out_dir: Path, calib_folder: PairFolder, config: 
         "quantize_attention": config.quantize_attention, "calibration": calibration_record,
         "budget": asdict(budget), "budget_met": budget_met,
         "int8_layers": int8_layers, "weighted_layers": len(layers), **shares,
-        "kept_high_precision": kept_high,
+        "kept_high_precision": kept_high, "grid_inputs": grid,
         "calibration_pairs_check": {"pairs": full_score.pairs,
                                     "agreement": selection.agreement if selection else full_score.pixel_agreement,
                                     "fused_psnr": selection.psnr if selection else full_score.fused_psnr},
